@@ -1,0 +1,71 @@
+"""Dot codec of the distribution-matching loss (Qu et al., NeurIPS 2022).
+
+Encoding keeps each ground-truth keypoint as a dot in heatmap pixels with a weight; the loss turns the
+dot into demanders (``naive`` or ``subpixel``, see ``posematch.demanders``). Decoding uses the paper's
+2x2-window rule (``posematch.codecs.decoders.decode_window``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from posematch.codecs.decoders import get_decoder
+from posematch.codecs.geometry import HeatmapGeometry
+from posematch.demanders import check_mode, make_demanders
+from posematch.types import DecodedKeypoints, DotTargets
+
+
+class DotCodec:
+    """Keypoints <-> dots in heatmap pixels.
+
+    Args:
+        input_size: (width, height) of the network input in pixels.
+        heatmap_size: (width, height) of the heatmaps in pixels.
+        demanders: ``"subpixel"`` (default) or ``"naive"``; used by ``demanders_of``.
+        udp: UDP coordinate mapping instead of ``x / stride``.
+        decoder: ``"window"`` (the paper's, default), ``"argmax"`` or ``"dark"``.
+        blur_kernel: Gaussian kernel of the ``dark`` decoder.
+    """
+
+    def __init__(
+        self,
+        input_size: tuple[int, int] = (192, 256),
+        heatmap_size: tuple[int, int] = (48, 64),
+        demanders: str = "subpixel",
+        udp: bool = False,
+        decoder: str = "window",
+        blur_kernel: int = 11,
+    ) -> None:
+        check_mode(demanders)
+        self.geometry = HeatmapGeometry(input_size, heatmap_size, udp)
+        self.demanders = demanders
+        self.decoder = decoder
+        self._decode = get_decoder(decoder, blur_kernel)
+
+    def encode(self, keypoints: torch.Tensor, visible: torch.Tensor) -> DotTargets:
+        """Dots and weights from keypoints.
+
+        Args:
+            keypoints: (..., K, 2) input-image pixels (after the affine crop).
+            visible: (..., K) labelled flag or COCO visibility (> 0 means labelled).
+
+        Returns:
+            DotTargets with dots in heatmap pixels; weight 0 for unlabelled joints and for dots that
+            fall in no heatmap pixel (outside [-0.5, w - 0.5) x [-0.5, h - 0.5)).
+        """
+        dots = self.geometry.to_heatmap(keypoints.float())
+        w, h = self.geometry.heatmap_size
+        inside = (
+            (dots[..., 0] >= -0.5) & (dots[..., 0] < w - 0.5)
+            & (dots[..., 1] >= -0.5) & (dots[..., 1] < h - 0.5)
+        )  # fmt: skip
+        weights = ((visible > 0) & inside).to(dots.dtype)
+        return DotTargets(keypoints=dots, weights=weights)
+
+    def demanders_of(self, targets: DotTargets) -> tuple[torch.Tensor, torch.Tensor]:
+        """Demander positions (..., K, M, 2) in heatmap pixels and masses (..., K, M)."""
+        return make_demanders(targets.keypoints, self.demanders)
+
+    def decode(self, heatmaps: torch.Tensor) -> DecodedKeypoints:
+        """(B, K, h, w) heatmaps -> keypoints in heatmap pixels, by the configured decoder."""
+        return self._decode(heatmaps)

@@ -1,0 +1,48 @@
+"""Dataclasses shared by every room of posematch, with their shapes and units.
+
+Conventions used throughout:
+- heatmaps are (B, K, H, W); heatmap pixel (row i, col j) has its centre at (x=j, y=i);
+- keypoints are (..., K, 2) as (x, y); the unit (input-image or heatmap pixels) is named by each field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DotTargets:
+    """Targets of the distribution-matching loss: the ground-truth dot of every joint.
+
+    keypoints: (..., K, 2) float, (x, y) in heatmap pixels.
+    weights:   (..., K) float, 0 for unlabelled joints and joints outside the heatmap.
+    """
+
+    keypoints: torch.Tensor
+    weights: torch.Tensor
+
+
+@dataclass(frozen=True)
+class HeatmapTargets:
+    """Targets of the Gaussian-MSE baseline.
+
+    heatmaps: (..., K, H, W) float in [0, 1].
+    weights:  (..., K) float, 0 for unlabelled joints and Gaussians entirely outside the heatmap.
+    """
+
+    heatmaps: torch.Tensor
+    weights: torch.Tensor
+
+
+@dataclass(frozen=True)
+class DecodedKeypoints:
+    """Keypoints read off heatmaps.
+
+    keypoints: (B, K, 2) float, (x, y) in heatmap pixels.
+    scores:    (B, K) float, the maximum of each joint's heatmap.
+    """
+
+    keypoints: torch.Tensor
+    scores: torch.Tensor
