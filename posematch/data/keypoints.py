@@ -21,6 +21,7 @@ class KeypointSpec:
         flip_pairs: pairs of joint indices swapped by a horizontal flip.
         sigmas: per-joint OKS sigmas (K entries; empty when the dataset has no OKS metric).
         skeleton: pairs of joint indices drawn as limbs (0-based).
+        upper_body: joint indices of the upper body, used by the half-body augmentation.
     """
 
     name: str
@@ -28,6 +29,7 @@ class KeypointSpec:
     flip_pairs: tuple[tuple[int, int], ...]
     sigmas: tuple[float, ...] = ()
     skeleton: tuple[tuple[int, int], ...] = ()
+    upper_body: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         k = len(self.names)
@@ -45,6 +47,8 @@ class KeypointSpec:
         for limb in self.skeleton:
             if not all(0 <= j < k for j in limb):
                 raise ValueError(f"KeypointSpec {self.name!r}: bad skeleton link {limb!r}")
+        if not all(0 <= j < k for j in self.upper_body):
+            raise ValueError(f"KeypointSpec {self.name!r}: bad upper_body index")
 
     @property
     def num_keypoints(self) -> int:
@@ -75,6 +79,7 @@ COCO = KeypointSpec(
         (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
         (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
     ),
+    upper_body=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
 )  # fmt: skip
 
 MPII = KeypointSpec(
@@ -89,4 +94,5 @@ MPII = KeypointSpec(
         (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
         (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15),
     ),
+    upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15),
 )  # fmt: skip

@@ -1,0 +1,222 @@
+"""Top-down crop and augmentation pipeline with the official SimpleBaseline / HRNet semantics.
+
+One person instance (image, keypoints in image pixels, centre/scale) becomes a network input and its
+keypoints in input pixels. Training draws, in the official order and with the official defaults:
+- half-body (prob 0.3 when more than 8 joints are labelled): upper body chosen when a standard normal
+  draw is below 0.5 (about 69% of the time, the official quirk), box grown x1.5;
+- scale: s * clip(N(0, 1) * 0.35 + 1, 0.65, 1.35);
+- rotation: clip(N(0, 1) * 45, -90, 90) degrees with probability 0.6, else 0;
+- horizontal flip with probability 0.5: x -> W - 1 - x (pixel centres), left/right pairs swapped,
+  centre flipped likewise. The flip is folded into the crop matrix, so the full image is never copied;
+  the crop equals the official "flip the image, then crop" up to cv2's 1/32-px fixed-point sampling
+  (at most one grey level on well under 1% of the pixels).
+Then ``cv2.warpAffine`` (bilinear) to the input size, optional photometric augmentation
+(albumentations, on the crop), channel order (RGB, or BGR as the official ResNet configs fed), and
+ImageNet normalisation. Randomness comes from the ``numpy.random.Generator`` passed in, so a dataset
+can make every sample reproducible from (seed, epoch, index) whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from posematch.data.boxes import PIXEL_STD, affine_matrix, apply_affine
+from posematch.data.keypoints import KeypointSpec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """One cropped instance.
+
+    image: (3, H, W) float32, normalised. keypoints: (K, 2) input pixels. visible: (K,) as given
+    (after flip pairing). center, scale: the crop actually used (image pixels; units of 200 px).
+    rotation: degrees. flipped: whether a horizontal flip was applied. inverse: (2, 3) float64 map from
+    input pixels back to the original (unflipped) image pixels.
+    """
+
+    image: torch.Tensor
+    keypoints: np.ndarray
+    visible: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    rotation: float
+    flipped: bool
+    inverse: np.ndarray
+
+
+def flip_keypoints(
+    keypoints: np.ndarray, visible: np.ndarray, width: int, spec: KeypointSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror (K, 2) image-pixel keypoints in an image ``width`` px wide and swap left/right joints.
+
+    As the official ``fliplr_joints``, coordinates of unlabelled joints are set to 0.
+    """
+    perm = spec.flip_permutation()
+    flipped = keypoints[perm].copy()
+    flipped[:, 0] = width - 1 - flipped[:, 0]
+    vis = visible[perm].copy()
+    return flipped * (vis > 0)[:, None], vis
+
+
+def half_body_box(
+    keypoints: np.ndarray,
+    visible: np.ndarray,
+    spec: KeypointSpec,
+    aspect_ratio: float,
+    rng: np.random.Generator,
+    padding: float = 1.5,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Centre/scale around the upper or lower body's labelled joints (official half_body_transform)."""
+    labelled = visible > 0
+    upper_ids = np.zeros(len(visible), dtype=bool)
+    upper_ids[list(spec.upper_body)] = True
+    upper = keypoints[labelled & upper_ids]
+    lower = keypoints[labelled & ~upper_ids]
+    if rng.standard_normal() < 0.5 and len(upper) > 2:
+        chosen = upper
+    else:
+        chosen = lower if len(lower) > 2 else upper
+    if len(chosen) < 2:
+        return None
+    center = chosen.mean(axis=0)
+    w, h = chosen.max(axis=0) - chosen.min(axis=0)
+    if w > aspect_ratio * h:
+        h = w / aspect_ratio
+    elif w < aspect_ratio * h:
+        w = h * aspect_ratio
+    return center, np.array([w, h]) / PIXEL_STD * padding
+
+
+class TopDownPipeline:
+    """Crop, augment and normalise one person instance.
+
+    Args:
+        input_size: (width, height) of the network input in pixels.
+        spec: keypoint description (flip pairs, upper body).
+        train: draw augmentations; otherwise a plain crop.
+        flip: random horizontal flip (train only).
+        half_body_prob: probability of the half-body crop (official 0.3).
+        half_body_min_joints: half-body needs more than this many labelled joints (official 8).
+        scale_factor: ``sf`` of the random scale (official 0.35).
+        rotation_factor: ``rf`` of the random rotation in degrees (official 45).
+        rotation_prob: probability of rotating at all (official 0.6).
+        photometric: an albumentations transform applied to the uint8 crop (train only), or None.
+        color: channel order fed to the network, ``"rgb"`` or ``"bgr"``.
+        udp: unbiased (UDP) crop matrix instead of the official one.
+        mean, std: normalisation, applied to channels in the chosen order (as the official code).
+    """
+
+    def __init__(
+        self,
+        input_size: tuple[int, int] = (192, 256),
+        spec: KeypointSpec | None = None,
+        train: bool = False,
+        flip: bool = True,
+        half_body_prob: float = 0.3,
+        half_body_min_joints: int = 8,
+        scale_factor: float = 0.35,
+        rotation_factor: float = 45.0,
+        rotation_prob: float = 0.6,
+        photometric: Any = None,
+        color: str = "rgb",
+        udp: bool = False,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        if color not in ("rgb", "bgr"):
+            raise ValueError(f"color={color!r}: expected 'rgb' or 'bgr'")
+        if spec is None:
+            raise ValueError("spec: a KeypointSpec is required (flip pairs, upper body)")
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.aspect_ratio = self.input_size[0] / self.input_size[1]
+        self.spec = spec
+        self.train = train
+        self.flip = flip
+        self.half_body_prob = half_body_prob
+        self.half_body_min_joints = half_body_min_joints
+        self.scale_factor = scale_factor
+        self.rotation_factor = rotation_factor
+        self.rotation_prob = rotation_prob
+        self.photometric = photometric
+        self.color = color
+        self.udp = udp
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
+        self._inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0)
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        visible: np.ndarray,
+        center: np.ndarray,
+        scale: np.ndarray,
+        rng: np.random.Generator | None = None,
+    ) -> CropResult:
+        """Crop one instance.
+
+        Args:
+            image: (H, W, 3) uint8 BGR, as cv2.imread returns it.
+            keypoints: (K, 2) image pixels. visible: (K,) (> 0 means labelled).
+            center: (2,) image pixels. scale: (2,) units of 200 px.
+            rng: source of the augmentation draws (required when ``train``).
+        """
+        keypoints = np.asarray(keypoints, dtype=np.float64)
+        visible = np.asarray(visible)
+        center = np.array(center, dtype=np.float64)
+        scale = np.array(scale, dtype=np.float64)
+        rot, flipped = 0.0, False
+        if self.train:
+            if rng is None:
+                raise ValueError("rng: a numpy Generator is required for training augmentation")
+            if (
+                visible > 0
+            ).sum() > self.half_body_min_joints and rng.random() < self.half_body_prob:
+                box = half_body_box(keypoints, visible, self.spec, self.aspect_ratio, rng)
+                if box is not None:
+                    center, scale = box
+            sf, rf = self.scale_factor, self.rotation_factor
+            scale = scale * np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf)
+            if rng.random() <= self.rotation_prob:
+                rot = float(np.clip(rng.standard_normal() * rf, -rf * 2, rf * 2))
+            if self.flip and rng.random() <= 0.5:
+                flipped = True
+                width = image.shape[1]
+                keypoints, visible = flip_keypoints(keypoints, visible, width, self.spec)
+                center[0] = width - center[0] - 1
+
+        # matrix/inverse relate the (possibly flipped) frame of keypoints and centre to the input.
+        matrix = affine_matrix(center, scale, rot, self.input_size, udp=self.udp)
+        inverse = affine_matrix(center, scale, rot, self.input_size, inverse=True, udp=self.udp)
+        image_matrix = matrix
+        if flipped:
+            mirror = np.array([[-1.0, 0.0, image.shape[1] - 1.0], [0.0, 1.0, 0.0]])
+            image_matrix = matrix @ np.vstack([mirror, [0.0, 0.0, 1.0]])
+            inverse = mirror @ np.vstack([inverse, [0.0, 0.0, 1.0]])
+        crop = cv2.warpAffine(image, image_matrix, self.input_size, flags=cv2.INTER_LINEAR)
+        if self.train and self.photometric is not None:
+            crop = self.photometric(image=crop)["image"]
+        return CropResult(
+            image=self.to_tensor(crop),
+            keypoints=apply_affine(keypoints, matrix),
+            visible=visible,
+            center=center,
+            scale=scale,
+            rotation=rot,
+            flipped=flipped,
+            inverse=inverse,
+        )
+
+    def to_tensor(self, crop: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 BGR -> (3, H, W) float32 in the configured channel order, normalised."""
+        if self.color == "rgb":
+            crop = crop[..., ::-1]
+        chw = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float()
+        return (chw - self._mean) * self._inv_std

@@ -1,0 +1,121 @@
+"""Crop geometry against the official construction, exact inverses, and the folded flip."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from posematch.data.boxes import affine_matrix, apply_affine, box_to_center_scale
+from posematch.data.keypoints import COCO
+from posematch.data.transforms import TopDownPipeline
+
+
+def official_affine(center, scale, rot, output_size, inv=False):
+    """The official get_affine_transform's 3-point construction with cv2, written for the test."""
+    src_w = scale[0] * 200
+    dst_w, dst_h = output_size
+    r = math.radians(rot)
+    src_dir = np.array([src_w * -0.5 * -math.sin(r), src_w * -0.5 * math.cos(r)])
+    src = np.float32([center, center + src_dir, [0, 0]])
+    dst = np.float32([[dst_w / 2, dst_h / 2], [dst_w / 2, dst_h / 2 - dst_w / 2], [0, 0]])
+    for pts in (src, dst):
+        d = pts[0] - pts[1]
+        pts[2] = pts[1] + np.float32([-d[1], d[0]])
+    return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
+
+
+@pytest.mark.parametrize("rot", [0.0, 17.0, -45.0, 90.0])
+def test_matrix_equals_the_official_construction(rot):
+    center, scale = np.array([321.37, 200.5]), np.array([1.2, 1.6])
+    ours = affine_matrix(center, scale, rot, (192, 256))
+    np.testing.assert_allclose(ours, official_affine(center, scale, rot, (192, 256)), atol=5e-5)
+    # The centre goes to the middle of the input, and scale[0] * 200 px onto its width.
+    np.testing.assert_allclose(apply_affine(center, ours), [96, 128], atol=1e-9)
+
+
+@pytest.mark.parametrize("udp", [False, True])
+def test_inverse_round_trip_is_exact(rng, udp):
+    pts = rng.uniform(0, 600, size=(50, 2))
+    for rot in (0.0, 33.0, -70.0):
+        fwd = affine_matrix(
+            np.array([300.0, 210.0]), np.array([1.1, 1.5]), rot, (192, 256), udp=udp
+        )
+        inv = affine_matrix(
+            np.array([300.0, 210.0]), np.array([1.1, 1.5]), rot, (192, 256), inverse=True, udp=udp
+        )
+        np.testing.assert_allclose(apply_affine(apply_affine(pts, fwd), inv), pts, atol=1e-9)
+
+
+def test_udp_maps_the_box_edges_to_the_first_and_last_pixel_centres():
+    center, scale = np.array([100.0, 100.0]), np.array([0.96, 1.28])  # 192 x 256 px box
+    m = affine_matrix(center, scale, 0.0, (192, 256), udp=True)
+    np.testing.assert_allclose(apply_affine(np.array([[4.0, -28.0], [196.0, 228.0]]), m),
+                               [[0.0, 0.0], [191.0, 255.0]], atol=1e-9)  # fmt: skip
+
+
+def test_box_to_center_scale_pads_the_short_side():
+    c, s = box_to_center_scale((10, 20, 30, 100), aspect_ratio=0.75)
+    np.testing.assert_allclose(c, [25, 70])
+    np.testing.assert_allclose(s, [75 / 200 * 1.25, 100 / 200 * 1.25])
+    c, s = box_to_center_scale((0, 0, 300, 100), aspect_ratio=0.75)
+    np.testing.assert_allclose(s, [300 / 200 * 1.25, 400 / 200 * 1.25])
+
+
+def test_training_crop_round_trip_and_folded_flip_equals_flipping_the_image(rng):
+    image = rng.integers(0, 255, size=(300, 400, 3), dtype=np.uint8)
+    kpts = rng.uniform(50, 250, size=(17, 2))
+    vis = np.full(17, 2)
+    pipe = TopDownPipeline((192, 256), COCO, train=True, color="bgr", mean=(0, 0, 0), std=(1, 1, 1))
+    seen_flip = seen_plain = False
+    for seed in range(40):
+        crop = pipe(image, kpts, vis, np.array([200.0, 150.0]), np.array([1.0, 1.3]),
+                    np.random.default_rng(seed))  # fmt: skip
+        back = apply_affine(crop.keypoints, crop.inverse)
+        perm = COCO.flip_permutation() if crop.flipped else list(range(17))
+        np.testing.assert_allclose(back, kpts[perm], atol=1e-9)
+        frame = image[:, ::-1] if crop.flipped else image
+        official = cv2.warpAffine(
+            np.ascontiguousarray(frame),
+            affine_matrix(crop.center, crop.scale, crop.rotation, (192, 256)),
+            (192, 256),
+            flags=cv2.INTER_LINEAR,
+        )
+        pixels = np.rint(crop.image.permute(1, 2, 0).numpy() * 255.0)
+        # cv2 quantises sample positions to 1/32 px, so composing the mirror into the matrix may
+        # round a few samples differently: at most one grey level, on a tiny fraction of pixels.
+        diff = np.abs(pixels - official)
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.005
+        seen_flip |= crop.flipped
+        seen_plain |= not crop.flipped
+    assert seen_flip and seen_plain
+
+
+def test_augmentation_draws_follow_the_official_ranges():
+    pipe = TopDownPipeline((192, 256), COCO, train=True, half_body_prob=0.0)
+    kpts, vis = np.full((17, 2), 100.0), np.full(17, 2)
+    scales, rots = [], []
+    for seed in range(400):
+        crop = pipe(np.zeros((200, 200, 3), np.uint8), kpts, vis, np.array([100.0, 100.0]),
+                    np.array([1.0, 1.0]), np.random.default_rng(seed))  # fmt: skip
+        scales.append(crop.scale[0])
+        rots.append(crop.rotation)
+    scales, rots = np.array(scales), np.array(rots)
+    assert scales.min() >= 0.65 - 1e-12 and scales.max() <= 1.35 + 1e-12
+    assert np.abs(rots).max() <= 90 and 0.5 < np.mean(rots != 0) < 0.7
+
+
+def test_half_body_crops_around_the_chosen_half(rng):
+    pipe = TopDownPipeline((192, 256), COCO, train=True, half_body_prob=1.0, scale_factor=0.0,
+                           rotation_prob=0.0, flip=False)  # fmt: skip
+    kpts = np.zeros((17, 2))
+    kpts[:11] = [[100, 50 + 5 * i] for i in range(11)]  # upper body, a vertical line
+    kpts[11:] = [[100 + 10 * i, 300] for i in range(6)]  # lower body, a horizontal line
+    centres = set()
+    for seed in range(30):
+        crop = pipe(np.zeros((400, 400, 3), np.uint8), kpts, np.full(17, 2),
+                    np.array([100.0, 175.0]), np.array([2.0, 2.0]), np.random.default_rng(seed))  # fmt: skip
+        centres.add(tuple(np.round(crop.center, 6)))
+    assert centres == {(100.0, 75.0), (125.0, 300.0)}
