@@ -119,3 +119,38 @@ def test_half_body_crops_around_the_chosen_half(rng):
                     np.array([100.0, 175.0]), np.array([2.0, 2.0]), np.random.default_rng(seed))  # fmt: skip
         centres.add(tuple(np.round(crop.center, 6)))
     assert centres == {(100.0, 75.0), (125.0, 300.0)}
+
+
+def test_photometric_albumentations_runs_on_training_crops_only():
+    import albumentations as A
+
+    darken = A.Compose([A.RandomBrightnessContrast((-0.5, -0.5), (0.0, 0.0), p=1.0)])
+    image = np.full((100, 100, 3), 200, np.uint8)
+    args = (
+        image,
+        np.full((17, 2), 50.0),
+        np.full(17, 2),
+        np.array([50.0, 50.0]),
+        np.array([0.4, 0.5]),
+    )
+    kw = {"color": "bgr", "mean": (0, 0, 0), "std": (1, 1, 1), "photometric": darken}
+    train = TopDownPipeline((48, 64), COCO, train=True, scale_factor=0, rotation_prob=0, **kw)
+    plain = TopDownPipeline((48, 64), COCO, train=False, **kw)
+    centre = (slice(None), slice(28, 36), slice(20, 28))
+    assert np.allclose(plain(*args).image[centre].numpy() * 255, 200, atol=1e-3)
+    # brightness -0.5 of the maximum: 200 - 0.5 * 255 = 72.5
+    darkened = train(*args, np.random.default_rng(0)).image[centre].numpy() * 255
+    assert np.allclose(darkened, 72.5, atol=1)
+
+
+def test_bgr_and_rgb_channel_order():
+    image = np.zeros((64, 48, 3), np.uint8)
+    image[..., 0] = 255  # pure blue in BGR
+    args = (image, np.zeros((17, 2)), np.zeros(17), np.array([23.5, 31.5]), np.array([0.24, 0.32]))
+    unit = {"mean": (0, 0, 0), "std": (1, 1, 1)}
+    rgb = TopDownPipeline((48, 64), COCO, color="rgb", **unit)(*args).image
+    bgr = TopDownPipeline((48, 64), COCO, color="bgr", **unit)(*args).image
+    assert rgb[2, 32, 24] == 1.0 and rgb[0, 32, 24] == 0.0
+    assert bgr[0, 32, 24] == 1.0 and bgr[2, 32, 24] == 0.0
+    with pytest.raises(ValueError, match="color"):
+        TopDownPipeline((48, 64), COCO, color="hsv")
