@@ -32,7 +32,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(PY) scripts/bench_loss.py
+	for b in scripts/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 demo: $(STAMP)
 	@echo "make demo is not built yet (issue 6 of the tracker: 'The main job end to end')."
