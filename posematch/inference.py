@@ -1,0 +1,111 @@
+"""Top-down inference: crops -> heatmaps (with the flip test) -> keypoints in original image pixels.
+
+Follows the official SimpleBaseline / HRNet test procedure:
+- flip test: run the horizontally flipped crop too, flip its heatmaps back (mirror the width axis and
+  swap left/right channels), shift them 1 px to the right (``shift=True``, official
+  ``SHIFT_HEATMAP``: the flipped stride-4 output is misaligned by (stride - 1) / stride px) and average;
+- decode with the codec's decoder (heatmap pixels, score = heatmap maximum);
+- map back with the exact inverse of the crop: heatmap px -> input px (the codec's geometry) -> image
+  px (the sample's inverse crop matrix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def flip_back(heatmaps: torch.Tensor, flip_perm: Sequence[int], shift: bool = True) -> torch.Tensor:
+    """Heatmaps of a flipped input, brought back to the unflipped frame.
+
+    Args:
+        heatmaps: (B, K, h, w) output for the flipped input.
+        flip_perm: joint index map of the flip (``KeypointSpec.flip_permutation()``).
+        shift: move the result 1 px right, as the official code (its first column repeats).
+    """
+    out = heatmaps.flip(-1)[:, list(flip_perm)]
+    if shift:
+        out = torch.cat([out[..., :1], out[..., :-1]], dim=-1)
+    return out
+
+
+@torch.no_grad()
+def predict_heatmaps(
+    model: nn.Module,
+    images: torch.Tensor,
+    flip_perm: Sequence[int] | None = None,
+    shift: bool = True,
+) -> torch.Tensor:
+    """(B, 3, H, W) crops -> (B, K, h, w) float32 heatmaps, averaged with the flipped pass if asked."""
+    heatmaps = model(images).float()
+    if flip_perm is not None:
+        flipped = model(images.flip(-1)).float()
+        heatmaps = 0.5 * (heatmaps + flip_back(flipped, flip_perm, shift))
+    return heatmaps
+
+
+def to_image_pixels(keypoints_input: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """(B, K, 2) input-crop pixels -> image pixels with (B, 2, 3) inverse crop matrices (float64)."""
+    pts = keypoints_input.double()
+    inverse = inverse.to(pts.device, torch.float64)
+    return pts @ inverse[:, :, :2].transpose(1, 2) + inverse[:, None, :, 2]
+
+
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    inverse: torch.Tensor,
+    codec: Any,
+    flip_perm: Sequence[int] | None = None,
+    shift: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints of a batch of crops in original image pixels.
+
+    Args:
+        model: images (B, 3, H, W) -> heatmaps (B, K, h, w).
+        images: normalised crops, on the model's device.
+        inverse: (B, 2, 3) input-crop -> image matrices (``meta["inverse"]`` of the dataset).
+        codec: has ``decode(heatmaps) -> DecodedKeypoints`` and ``geometry.to_input``.
+        flip_perm: enable the flip test with this joint permutation.
+        shift: the official 1 px shift of the flipped heatmaps.
+
+    Returns:
+        keypoints (B, K, 2) float64 image pixels, scores (B, K) float32.
+    """
+    heatmaps = predict_heatmaps(model, images, flip_perm, shift)
+    decoded = codec.decode(heatmaps)
+    keypoints = to_image_pixels(codec.geometry.to_input(decoded.keypoints), inverse)
+    return keypoints.cpu(), decoded.scores.float().cpu()
+
+
+def predict_loader(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    codec: Any,
+    device: torch.device | str = "cpu",
+    flip_perm: Sequence[int] | None = None,
+    shift: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Predictions batch by batch for a loader of dataset samples (``posematch.data`` layout).
+
+    Yields dicts with ``keypoints`` (B, K, 2) image px, ``scores`` (B, K), and from the meta:
+    ``image_id``, ``score`` (box score), ``area``, ``center``, ``scale``, ``index`` (dataset index).
+    """
+    model.eval()
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        meta = batch["meta"]
+        keypoints, scores = predict(model, images, meta["inverse"], codec, flip_perm, shift)
+        yield {
+            "keypoints": keypoints,
+            "scores": scores,
+            "image_id": meta["image_id"],
+            "score": meta["score"],
+            "area": meta["area"],
+            "center": meta["center"],
+            "scale": meta["scale"],
+            "index": meta["index"],
+        }
