@@ -1,0 +1,247 @@
+"""COCO keypoint evaluation, as the SimpleBaseline / HRNet top-down protocol scores val2017.
+
+Steps of the official ``lib/dataset/coco.py`` ``evaluate`` (Xiao et al. 2018; Sun et al. 2019):
+1. rescoring: instance score = box score x mean of the keypoint scores ``> in_vis_thre`` (0.2);
+   when no keypoint passes, the official code leaves the keypoint factor at 0 (``fallback="zero"``);
+   ``fallback="all"`` uses the mean of all keypoint scores instead;
+2. OKS-NMS per image at 0.9 with the dataset's sigmas and the instances' areas
+   (``posematch.evaluation.nms``; the official call passes no ``in_vis_thre`` to it, so every
+   joint counts in the OKS of NMS);
+3. the results file in the COCO results format ``[{image_id, category_id, keypoints, score}]``,
+   ``keypoints`` = [x1, y1, s1, ..., xK, yK, sK] (image pixels, keypoint scores);
+4. pycocotools ``COCOeval(gt, dt, "keypoints")`` -> the 10 standard stats.
+An annotation file with no annotations (test-dev image info) gets the results file only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from posematch.data.keypoints import COCO as COCO_SPEC
+from posematch.evaluation.nms import oks_nms_per_image
+
+log = logging.getLogger(__name__)
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
+
+
+def rescore(
+    box_scores: np.ndarray,
+    kpt_scores: np.ndarray,
+    in_vis_thre: float = 0.2,
+    fallback: Literal["zero", "all"] = "zero",
+) -> np.ndarray:
+    """Official instance rescoring: box score x mean of the keypoint scores above ``in_vis_thre``.
+
+    Args:
+        box_scores: (N,) detector (or ground-truth box: 1) scores.
+        kpt_scores: (N, K) keypoint scores (heatmap maxima).
+        in_vis_thre: a keypoint counts when its score is ``> in_vis_thre`` (strict, official 0.2).
+        fallback: when no keypoint counts, ``"zero"`` (official HRNet / mmpose: score 0) or
+            ``"all"`` (the mean of all K keypoint scores).
+
+    Returns:
+        (N,) float64 instance scores.
+    """
+    box = np.asarray(box_scores, dtype=np.float64).reshape(-1)
+    kps = np.asarray(kpt_scores, dtype=np.float64)
+    if kps.ndim != 2 or kps.shape[0] != box.shape[0]:
+        raise ValueError(
+            f"rescore: box_scores {box.shape}, kpt_scores {kps.shape}: want (N,), (N, K)"
+        )
+    if fallback not in ("zero", "all"):
+        raise ValueError(f"fallback={fallback!r}: expected 'zero' or 'all'")
+    passed = kps > in_vis_thre
+    count = passed.sum(1)
+    mean_passed = np.where(passed, kps, 0.0).sum(1) / np.maximum(count, 1)
+    none_passed = kps.mean(1) if fallback == "all" else np.zeros_like(box)
+    return box * np.where(count > 0, mean_passed, none_passed)
+
+
+def results_list(
+    image_ids: np.ndarray,
+    kpts: np.ndarray,
+    kpt_scores: np.ndarray,
+    scores: np.ndarray,
+    category_id: int = 1,
+) -> list[dict[str, Any]]:
+    """COCO keypoint results ``[{image_id, category_id, keypoints (3K floats), score}]``."""
+    n, k = kpt_scores.shape
+    flat = np.concatenate([kpts, kpt_scores[..., None]], axis=2).reshape(n, 3 * k).tolist()
+    ids = np.asarray(image_ids).tolist()
+    return [
+        {"image_id": int(i), "category_id": category_id, "keypoints": f, "score": float(s)}
+        for i, f, s in zip(ids, flat, np.asarray(scores).tolist(), strict=True)
+    ]
+
+
+def write_results(results: list[dict[str, Any]], path: str) -> None:
+    """Write COCO results as JSON (full float precision), creating the folder if needed."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        # json.dumps, not json.dump: only the one-shot encoder runs in C (several times faster).
+        f.write(json.dumps(results))
+
+
+def coco_keypoint_stats(gt: COCO, results: list[dict[str, Any]]) -> dict[str, float]:
+    """pycocotools ``COCOeval(gt, dt, "keypoints")`` on ``results``; the 10 stats by name."""
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        # loadRes adds area / bbox / id to each dict: hand it copies.
+        dt = gt.loadRes([dict(r) for r in results])
+        coco_eval = COCOeval(gt, dt, "keypoints")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    log.info("COCOeval keypoints:\n%s", out.getvalue())
+    return {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats, strict=True)}
+
+
+def _array(x: Any, name: str, dtype: type) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, possibly on an accelerator
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"process(): {name} cannot be read as an array of {dtype}: {err}") from err
+
+
+class CocoKeypointEvaluator:
+    """Accumulates top-down predictions and scores them with the official COCO protocol.
+
+    Args:
+        ann_file: ``person_keypoints_{split}.json`` (or the test-dev image-info file).
+        output_dir: folder of the results file (created if missing).
+        sigmas: per-joint OKS sigmas of the dataset (default COCO's 17).
+        nms_thr: OKS-NMS threshold (official 0.9); ``None`` turns NMS off.
+        in_vis_thre: keypoint-score threshold of the rescoring (official 0.2).
+        rescore_fallback: keypoint factor when no keypoint passes ``in_vis_thre``: ``"zero"``
+            (official) or ``"all"`` (mean of all keypoint scores). See ``rescore``.
+        category_id: the person category id written in the results (COCO: 1).
+        results_name: file name of the results (official
+            ``keypoints_{image_set}_results_{rank}.json``).
+    """
+
+    def __init__(
+        self,
+        ann_file: str,
+        output_dir: str,
+        sigmas: Sequence[float] = COCO_SPEC.sigmas,
+        nms_thr: float | None = 0.9,
+        in_vis_thre: float = 0.2,
+        rescore_fallback: Literal["zero", "all"] = "zero",
+        category_id: int = 1,
+        results_name: str = "keypoints_results.json",
+    ) -> None:
+        if not os.path.isfile(ann_file):
+            raise FileNotFoundError(f"ann_file={ann_file}: annotation file not found")
+        if rescore_fallback not in ("zero", "all"):
+            raise ValueError(f"rescore_fallback={rescore_fallback!r}: expected 'zero' or 'all'")
+        self.ann_file = ann_file
+        self.output_dir = output_dir
+        self.sigmas = tuple(float(s) for s in sigmas)
+        self.nms_thr = nms_thr
+        self.in_vis_thre = in_vis_thre
+        self.rescore_fallback = rescore_fallback
+        self.category_id = category_id
+        self.results_file = os.path.join(output_dir, results_name)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.gt = COCO(ann_file)
+        self.reset()
+
+    @property
+    def has_annotations(self) -> bool:
+        """False for an image-info file (test-dev): results are written but not scored."""
+        return len(self.gt.dataset.get("annotations", [])) > 0
+
+    def reset(self) -> None:
+        """Forget every processed prediction."""
+        self._parts: list[tuple[np.ndarray, ...]] = []
+
+    def process(
+        self,
+        image_ids: Any,
+        keypoints: Any,
+        keypoint_scores: Any,
+        box_scores: Any,
+        areas: Any,
+    ) -> None:
+        """Add a batch of N person instances (numpy arrays, torch tensors on any device, or lists).
+
+        Args:
+            image_ids: (N,) int, COCO image ids.
+            keypoints: (N, K, 2) float, (x, y) in original-image pixels (COCO's own convention,
+                nothing added or subtracted).
+            keypoint_scores: (N, K) float, per-joint confidences (heatmap maxima).
+            box_scores: (N,) float, the person detector's score (1 for ground-truth boxes).
+            areas: (N,) float, image pixels^2, used by OKS-NMS (official: (scale * 200)^2 of the
+                padded box).
+        """
+        ids = _array(image_ids, "image_ids", np.int64).reshape(-1)
+        kpts = _array(keypoints, "keypoints", np.float64)
+        kps = _array(keypoint_scores, "keypoint_scores", np.float64)
+        box = _array(box_scores, "box_scores", np.float64).reshape(-1)
+        area = _array(areas, "areas", np.float64).reshape(-1)
+        n, k = ids.shape[0], len(self.sigmas)
+        want = {"keypoints": (n, k, 2), "keypoint_scores": (n, k), "box_scores": (n,)}
+        for name, arr in (("keypoints", kpts), ("keypoint_scores", kps), ("box_scores", box)):
+            if arr.shape != want[name]:
+                raise ValueError(
+                    f"process(): {name} has shape {arr.shape}, expected {want[name]} "
+                    f"(N={n} image_ids, K={k} sigmas)"
+                )
+        if area.shape != (n,):
+            raise ValueError(f"process(): areas has shape {area.shape}, expected ({n},)")
+        for name, arr in (("keypoints", kpts), ("keypoint_scores", kps), ("box_scores", box)):
+            if not np.isfinite(arr).all():
+                # NaN would be written as a bare NaN token, which is not JSON.
+                raise ValueError(f"process(): {name} holds non-finite values")
+        self._parts.append((ids, kpts, kps, box, area))
+
+    def evaluate(self) -> dict[str, float | bool]:
+        """Rescore, NMS, write the results file, and score it with COCOeval.
+
+        Returns:
+            ``{"AP", ..., "ARL": float, "scored": True}``; or ``{"scored": False}`` when the
+            annotation file has no annotations (the results file is still written to
+            ``self.results_file``).
+        """
+        if not self._parts:
+            raise RuntimeError("CocoKeypointEvaluator.evaluate(): no predictions were processed")
+        ids, kpts, kps, box, area = (np.concatenate(p) for p in zip(*self._parts, strict=True))
+        unknown = sorted(set(np.unique(ids).tolist()) - set(self.gt.getImgIds()))
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} image ids are not in {self.ann_file} 'images' "
+                f"(first: {unknown[:5]})"
+            )
+        scores = rescore(box, kps, self.in_vis_thre, self.rescore_fallback)
+        if self.nms_thr is None:
+            keep = np.arange(ids.shape[0])
+        else:
+            keep = oks_nms_per_image(ids, kpts, scores, area, self.sigmas, self.nms_thr)
+        results = results_list(ids[keep], kpts[keep], kps[keep], scores[keep], self.category_id)
+        write_results(results, self.results_file)
+        log.info(
+            "%d instances -> %d after OKS-NMS; results in %s",
+            len(ids),
+            len(keep),
+            self.results_file,
+        )
+        if not self.has_annotations:
+            log.warning(
+                "%s has no annotations (test-dev?): results written to %s, not scored",
+                self.ann_file,
+                self.results_file,
+            )
+            return {"scored": False}
+        return {**coco_keypoint_stats(self.gt, results), "scored": True}

@@ -1,0 +1,269 @@
+"""MPII PCKh, as the official MATLAB evaluation and its HRNet / SimpleBaseline port compute it.
+
+Protocol (Andriluka et al. 2014; HRNet ``lib/dataset/mpii.py`` ``evaluate``):
+- ground truth from ``annot/gt_valid.mat`` (scipy.io.loadmat): ``dataset_joints`` (1x16 cell of
+  names), ``jnt_missing`` (16, N), ``pos_gt_src`` (16, 2, N) and ``headboxes_src`` (2, 2, N), all in
+  MATLAB 1-based pixels; column n is the n-th record of ``valid.json``;
+- predictions are 0-based image pixels (the convention of ``posematch.data.mpii``, which subtracts 1
+  from the annotations); 1 is added back before comparing and before writing ``pred.mat``;
+- head size = 0.6 x |headbox corner 1 - corner 0|; a visible joint is correct when its error
+  divided by the head size is ``<= 0.5`` (inclusive, ``less_equal`` as the official code);
+- per joint: 100 x correct / visible. Columns: Head = head_top; Shoulder, Elbow, Wrist, Hip, Knee,
+  Ankle = the unweighted mean of the left and right joint's PCKh; Mean = the visible-count-weighted
+  mean over all joints but pelvis and thorax (official ``jnt_ratio`` with indices 6:8 masked), i.e.
+  100 x correct / visible summed over those 14 joints;
+- ``Mean@0.1``: the same Mean at threshold 0.1. The official code labels ``pckAll[11]`` of
+  ``np.arange(0, 0.51, 0.01)`` "Mean@0.1", which is the threshold 0.11; pass ``low_threshold=0.11``
+  to reproduce that column. The returned key always names the threshold used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.io import loadmat, savemat
+
+from posematch.data.keypoints import MPII as MPII_SPEC
+
+log = logging.getLogger(__name__)
+
+# Joint abbreviations of gt_valid.mat in the order of the official annot/*.json (and MPII_SPEC).
+MAT_JOINT_NAMES = (
+    "rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thor",
+    "neck", "head", "rwri", "relb", "rsho", "lsho", "lelb", "lwri",
+)  # fmt: skip
+# The joints the official code looks up by name (it never looks up pelvis, thorax or neck).
+LOOKED_UP = (
+    "head", "lsho", "lelb", "lwri", "lhip", "lkne", "lank",
+    "rsho", "relb", "rwri", "rkne", "rank", "rhip",
+)  # fmt: skip
+EXCLUDED_FROM_MEAN = (6, 7)  # pelvis, thorax: the official masks PCKh[6:8] and jnt_count[6:8]
+COLUMNS = {
+    "Head": ("head",),
+    "Shoulder": ("lsho", "rsho"),
+    "Elbow": ("lelb", "relb"),
+    "Wrist": ("lwri", "rwri"),
+    "Hip": ("lhip", "rhip"),
+    "Knee": ("lkne", "rkne"),
+    "Ankle": ("lank", "rank"),
+}
+
+
+@dataclass(frozen=True)
+class MpiiGroundTruth:
+    """The arrays of ``gt_valid.mat``, MATLAB 1-based pixels, N person instances."""
+
+    joint_names: tuple[str, ...]
+    jnt_missing: np.ndarray  # (16, N) 1 = not annotated
+    pos_gt_src: np.ndarray  # (16, 2, N) (x, y)
+    headboxes_src: np.ndarray  # (2, 2, N) [corner, (x, y), n]
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.pos_gt_src.shape[2])
+
+
+def _cell_strings(cell: np.ndarray) -> tuple[str, ...]:
+    """Names from a MATLAB cell array of strings (or a char matrix) as loadmat returns it."""
+    names = []
+    for entry in np.asarray(cell, dtype=object).reshape(-1):
+        flat = np.asarray(entry).reshape(-1)
+        names.append(str(flat[0]).strip() if flat.size else "")
+    return tuple(names)
+
+
+def load_gt_valid(path: str) -> MpiiGroundTruth:
+    """Read and check ``gt_valid.mat`` (official layout, see the module docstring)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"gt_file={path}: MPII ground-truth .mat not found")
+    mat = loadmat(path)
+    for field in ("dataset_joints", "jnt_missing", "pos_gt_src", "headboxes_src"):
+        if field not in mat:
+            raise ValueError(f"{path}: field '{field}' is missing")
+    names = _cell_strings(mat["dataset_joints"])
+    for name in LOOKED_UP:
+        if name not in names:
+            raise ValueError(f"{path}: 'dataset_joints' has no joint {name!r} (has {names})")
+        if names.index(name) != MAT_JOINT_NAMES.index(name):
+            raise ValueError(
+                f"{path}: 'dataset_joints' puts {name!r} at {names.index(name)}, but predictions "
+                f"are in the annot/*.json order {MAT_JOINT_NAMES}"
+            )
+    missing = np.asarray(mat["jnt_missing"], dtype=np.float64)
+    pos = np.asarray(mat["pos_gt_src"], dtype=np.float64)
+    boxes = np.asarray(mat["headboxes_src"], dtype=np.float64)
+    k = len(MAT_JOINT_NAMES)
+    n = pos.shape[2] if pos.ndim == 3 else -1
+    for field, arr, want in (
+        ("pos_gt_src", pos, (k, 2, n)),
+        ("jnt_missing", missing, (k, n)),
+        ("headboxes_src", boxes, (2, 2, n)),
+    ):
+        if arr.shape != want or n < 1:
+            raise ValueError(f"{path}: '{field}' has shape {arr.shape}, expected {want}")
+    return MpiiGroundTruth(names, missing, pos, boxes)
+
+
+def head_sizes(headboxes_src: np.ndarray, factor: float = 0.6) -> np.ndarray:
+    """(N,) head sizes, pixels: ``factor`` (official SC_BIAS 0.6) x the head-box diagonal."""
+    return factor * np.linalg.norm(headboxes_src[1] - headboxes_src[0], axis=0)
+
+
+def normalized_errors(pred_src: np.ndarray, gt: MpiiGroundTruth, factor: float = 0.6) -> np.ndarray:
+    """(16, N) prediction errors in head sizes; ``pred_src`` (16, 2, N) in 1-based pixels."""
+    err = np.linalg.norm(pred_src - gt.pos_gt_src, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero head box: never correct
+        return err / head_sizes(gt.headboxes_src, factor)[None, :]
+
+
+def pckh_columns(correct: np.ndarray, visible: np.ndarray) -> dict[str, float]:
+    """Table columns from per-joint counts (16,) of correct and of visible joints.
+
+    Head, Shoulder, ..., Ankle as the official name look-ups (left/right PCKh averaged unweighted),
+    Mean = 100 x sum(correct) / sum(visible) over all joints but pelvis and thorax (equal to the
+    official ``sum(PCKh * jnt_ratio)``). A joint with no visible instance has PCKh NaN.
+    """
+    correct = np.asarray(correct, dtype=np.float64)
+    visible = np.asarray(visible, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_joint = 100.0 * correct / visible
+    index = {name: i for i, name in enumerate(MAT_JOINT_NAMES)}
+    table = {col: float(np.mean([per_joint[index[j]] for j in js])) for col, js in COLUMNS.items()}
+    used = np.ones(len(MAT_JOINT_NAMES), dtype=bool)
+    used[list(EXCLUDED_FROM_MEAN)] = False
+    total = visible[used].sum()
+    table["Mean"] = float(100.0 * correct[used].sum() / total) if total > 0 else float("nan")
+    return table
+
+
+def pckh(
+    pred_src: np.ndarray,
+    gt: MpiiGroundTruth,
+    threshold: float = 0.5,
+    low_threshold: float = 0.1,
+    head_size_factor: float = 0.6,
+) -> dict[str, float]:
+    """PCKh table of predictions ``pred_src`` (16, 2, N), MATLAB 1-based pixels.
+
+    Returns per-joint ``"PCKh/<joint>"`` (MPII_SPEC names), the columns of ``pckh_columns`` at
+    ``threshold`` and ``"Mean@<low_threshold>"``, all in percent.
+    """
+    visible = 1.0 - gt.jnt_missing
+    scaled = normalized_errors(pred_src, gt, head_size_factor)
+    counts = visible.sum(1)
+    correct = ((scaled <= threshold) * visible).sum(1)
+    correct_low = ((scaled <= low_threshold) * visible).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_joint = 100.0 * correct / counts
+    out = {f"PCKh/{name}": float(v) for name, v in zip(MPII_SPEC.names, per_joint, strict=True)}
+    out.update(pckh_columns(correct, counts))
+    out[f"Mean@{low_threshold:g}"] = pckh_columns(correct_low, counts)["Mean"]
+    return out
+
+
+def _array(x: Any, name: str, dtype: type) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, possibly on an accelerator
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"process(): {name} cannot be read as an array of {dtype}: {err}") from err
+
+
+class MpiiPCKhEvaluator:
+    """Accumulates MPII predictions and scores them with the official PCKh protocol.
+
+    Args:
+        gt_file: ``annot/gt_valid.mat``; ``None`` for the test split (pred.mat only, no score).
+        output_dir: where ``pred.mat`` (``preds``: (N, 16, 2), 1-based pixels, official layout)
+            is written; ``None`` writes nothing.
+        threshold: PCKh threshold in head sizes (official 0.5, inclusive).
+        low_threshold: threshold of the second Mean column (0.1; the official column is 0.11).
+        head_size_factor: head size / head-box diagonal (official SC_BIAS 0.6).
+        pred_name: file name of the predictions.
+    """
+
+    def __init__(
+        self,
+        gt_file: str | None,
+        output_dir: str | None = None,
+        threshold: float = 0.5,
+        low_threshold: float = 0.1,
+        head_size_factor: float = 0.6,
+        pred_name: str = "pred.mat",
+    ) -> None:
+        self.gt = load_gt_valid(gt_file) if gt_file is not None else None
+        self.gt_file = gt_file
+        self.output_dir = output_dir
+        self.threshold = threshold
+        self.low_threshold = low_threshold
+        self.head_size_factor = head_size_factor
+        self.pred_file = None if output_dir is None else os.path.join(output_dir, pred_name)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every processed prediction."""
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def process(self, indices: Any, keypoints: Any) -> None:
+        """Add a batch of N predictions.
+
+        Args:
+            indices: (N,) int, the instances' positions in the split's json (= columns of
+                ``gt_valid.mat``), so batches may arrive in any order (e.g. gathered from ranks).
+            keypoints: (N, 16, 2) float, (x, y) in 0-based original-image pixels.
+        """
+        idx = _array(indices, "indices", np.int64).reshape(-1)
+        kpts = _array(keypoints, "keypoints", np.float64)
+        want = (idx.shape[0], MPII_SPEC.num_keypoints, 2)
+        if kpts.shape != want:
+            raise ValueError(f"process(): keypoints has shape {kpts.shape}, expected {want}")
+        self._parts.append((idx, kpts))
+
+    def _ordered(self) -> np.ndarray:
+        """(N, 16, 2) predictions in index order; every index exactly once."""
+        if not self._parts:
+            raise RuntimeError("MpiiPCKhEvaluator.evaluate(): no predictions were processed")
+        idx = np.concatenate([p[0] for p in self._parts])
+        kpts = np.concatenate([p[1] for p in self._parts])
+        n = self.gt.num_instances if self.gt is not None else int(idx.max()) + 1
+        counts = np.bincount(idx[(idx >= 0) & (idx < n)], minlength=n)
+        bad = {
+            "outside [0, N)": int(((idx < 0) | (idx >= n)).sum()),
+            "given twice or more": int((counts > 1).sum()),
+            "missing": int((counts == 0).sum()),
+        }
+        if any(bad.values()):
+            where = self.gt_file or "the test split"
+            detail = ", ".join(f"{v} {k}" for k, v in bad.items() if v)
+            raise ValueError(f"indices do not cover the N={n} instances of {where}: {detail}")
+        out = np.empty_like(kpts)
+        out[idx] = kpts
+        return out
+
+    def evaluate(self) -> dict[str, float | bool]:
+        """Write ``pred.mat`` and score it.
+
+        Returns:
+            per-joint ``"PCKh/<joint>"``, ``Head`` ... ``Ankle``, ``Mean``, ``Mean@<low>`` (percent)
+            and ``"scored": True``; ``{"scored": False}`` without ground truth (test split).
+        """
+        preds = self._ordered() + 1.0  # 0-based pixels -> MATLAB 1-based, as the official code
+        if self.pred_file is not None:
+            os.makedirs(os.path.dirname(self.pred_file) or ".", exist_ok=True)
+            savemat(self.pred_file, mdict={"preds": preds})
+        if self.gt is None:
+            log.warning("MPII: no ground truth (test split): wrote %s, not scored", self.pred_file)
+            return {"scored": False}
+        table = pckh(
+            np.transpose(preds, (1, 2, 0)),
+            self.gt,
+            self.threshold,
+            self.low_threshold,
+            self.head_size_factor,
+        )
+        return {**table, "scored": True}

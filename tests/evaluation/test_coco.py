@@ -1,0 +1,148 @@
+"""COCO evaluator on the real val2017 sample, against pycocotools called directly on the same results."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from posematch.evaluation.coco import CocoKeypointEvaluator, rescore
+from tests.conftest import SHARED_DATA
+
+ANN = str(SHARED_DATA / "coco_sample" / "test_coco.json")
+NAMES = ["AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL"]
+
+
+def annotated() -> list[dict]:
+    with open(ANN) as f:
+        return [a for a in json.load(f)["annotations"] if a["num_keypoints"] > 0]
+
+
+def direct_cocoeval(results: list[dict], tmp_path) -> list[float]:
+    """pycocotools alone: results file -> loadRes -> COCOeval keypoints -> stats."""
+    path = tmp_path / "direct.json"
+    path.write_text(json.dumps(results))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(ANN)
+        ev = COCOeval(gt, gt.loadRes(str(path)), "keypoints")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(v) for v in ev.stats]
+
+
+def test_ground_truth_as_predictions_scores_1(tmp_path):
+    anns = annotated()
+    assert len(anns) == 12
+    kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, 17, 3)
+    ev = CocoKeypointEvaluator(ANN, str(tmp_path / "out"))
+    ev.process(
+        [a["image_id"] for a in anns], kpts[..., :2], np.ones((12, 17)), np.ones(12),
+        [a["area"] for a in anns],
+    )  # fmt: skip
+    stats = ev.evaluate()
+    assert stats["scored"] is True
+    assert [stats[n] for n in NAMES] == [1.0] * 10
+    # The file is the official results format.
+    written = json.loads((tmp_path / "out" / "keypoints_results.json").read_text())
+    assert len(written) == 12
+    assert set(written[0]) == {"image_id", "category_id", "keypoints", "score"}
+    assert all(r["category_id"] == 1 and len(r["keypoints"]) == 51 for r in written)
+    assert sorted(r["image_id"] for r in written) == sorted(a["image_id"] for a in anns)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_perturbed_ground_truth_matches_direct_pycocotools(tmp_path, seed):
+    """Known perturbations; the expected results list is built here, by hand, from the inputs."""
+    rng = np.random.default_rng(seed)
+    anns = annotated()
+    n = len(anns)
+    ids = np.array([a["image_id"] for a in anns])
+    kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(n, 17, 3)[..., :2]
+    areas = np.array([a["area"] for a in anns])
+    kpts = kpts + rng.normal(0, 3.0, kpts.shape)  # every joint jittered by ~3 px
+    kpts[2] += 40.0  # one person shifted by 40 px: a false positive and a miss
+    box = rng.permutation(np.linspace(0.3, 0.95, n))  # distinct scores: no ties in COCOeval
+    kscores = np.ones((n, 17))
+    kscores[4, :7] = 0.1  # 7 joints below in_vis_thre, 10 at 0.5: factor 0.5
+    kscores[4, 7:] = 0.5
+    expected_score = box.copy()
+    expected_score[4] = box[4] * 0.5
+    drop = 7  # person 7 is never predicted
+    keep = [i for i in range(n) if i != drop]
+    ev = CocoKeypointEvaluator(ANN, str(tmp_path / "out"))
+    first, second = keep[: len(keep) // 2], keep[len(keep) // 2 :]  # two batches, as a loader
+    ev.process(ids[first], kpts[first], kscores[first], box[first], areas[first])
+    # The second batch ends with an exact duplicate of person 0, scored lower: OKS-NMS removes it.
+    ev.process(
+        np.append(ids[second], ids[0]),
+        np.concatenate([kpts[second], kpts[:1]]),
+        np.concatenate([kscores[second], kscores[:1]]),
+        np.append(box[second], box[0] - 0.01),
+        np.append(areas[second], areas[0]),
+    )
+    stats = ev.evaluate()
+    expected_results = [
+        {
+            "image_id": int(ids[i]),
+            "category_id": 1,
+            "keypoints": np.concatenate([kpts[i], kscores[i][:, None]], 1).ravel().tolist(),
+            "score": float(expected_score[i]),
+        }
+        for i in keep
+    ]
+    expected = direct_cocoeval(expected_results, tmp_path)
+    assert [stats[n] for n in NAMES] == pytest.approx(expected, abs=1e-12)
+    assert stats["AP"] < 0.95  # the perturbations do matter
+    # And the file the evaluator wrote, scored by pycocotools alone, gives the same numbers.
+    written = json.loads((tmp_path / "out" / "keypoints_results.json").read_text())
+    assert len(written) == len(keep)
+    assert direct_cocoeval(written, tmp_path) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rescoring_hand_worked():
+    box = np.array([0.8, 0.5, 0.9])
+    kps = np.array(
+        [
+            [0.9, 0.1, 0.5, 0.2],  # 0.9 and 0.5 pass (0.2 does not: strict >): 0.8 * 0.7
+            [0.1, 0.2, 0.15, 0.05],  # none pass: official 0; "all": 0.5 * 0.125
+            [0.3, 0.3, 0.3, 0.3],  # all pass: 0.9 * 0.3
+        ]
+    )
+    np.testing.assert_allclose(rescore(box, kps), [0.56, 0.0, 0.27], rtol=1e-15)
+    np.testing.assert_allclose(rescore(box, kps, fallback="all"), [0.56, 0.0625, 0.27], rtol=1e-15)
+
+
+def test_test_dev_without_annotations_writes_results_and_skips_scoring(tmp_path):
+    with open(ANN) as f:
+        info = json.load(f)
+    image_info = {k: info[k] for k in ("images", "categories")}  # as image_info_test-dev2017.json
+    ann_file = tmp_path / "image_info.json"
+    ann_file.write_text(json.dumps(image_info))
+    ev = CocoKeypointEvaluator(str(ann_file), str(tmp_path / "out"), results_name="dev.json")
+    ev.process(torch.tensor([785, 40083]), torch.rand(2, 17, 2) * 100, torch.rand(2, 17),
+               torch.ones(2), torch.full((2,), 1e4))  # fmt: skip
+    assert ev.evaluate() == {"scored": False}
+    written = json.loads((tmp_path / "out" / "dev.json").read_text())
+    assert sorted(r["image_id"] for r in written) == [785, 40083]
+
+
+def test_bad_inputs_name_the_field(tmp_path):
+    ev = CocoKeypointEvaluator(ANN, str(tmp_path))
+    with pytest.raises(ValueError, match="keypoints has shape"):
+        ev.process([785], np.zeros((1, 16, 2)), np.ones((1, 17)), [1.0], [1.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        ev.process([785], np.full((1, 17, 2), np.nan), np.ones((1, 17)), [1.0], [1.0])
+    with pytest.raises(RuntimeError, match="no predictions"):
+        ev.evaluate()
+    ev.process([123456], np.zeros((1, 17, 2)), np.ones((1, 17)), [1.0], [1.0])
+    with pytest.raises(ValueError, match="123456"):
+        ev.evaluate()
+    with pytest.raises(FileNotFoundError, match="ann_file"):
+        CocoKeypointEvaluator(str(tmp_path / "missing.json"), str(tmp_path))
