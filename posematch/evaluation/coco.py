@@ -207,6 +207,16 @@ class CocoKeypointEvaluator:
                 raise ValueError(f"process(): {name} holds non-finite values")
         self._parts.append((ids, kpts, kps, box, area))
 
+    def process_predictions(self, predictions: dict[str, Any]) -> None:
+        """Add a batch in the layout of ``posematch.inference.predict_loader``."""
+        self.process(
+            predictions["image_id"],
+            predictions["keypoints"],
+            predictions["scores"],
+            predictions["score"],
+            predictions["area"],
+        )
+
     def evaluate(self) -> dict[str, float | bool]:
         """Rescore, NMS, write the results file, and score it with COCOeval.
 

@@ -224,6 +224,10 @@ class MpiiPCKhEvaluator:
             raise ValueError(f"process(): keypoints has shape {kpts.shape}, expected {want}")
         self._parts.append((idx, kpts))
 
+    def process_predictions(self, predictions: dict[str, Any]) -> None:
+        """Add a batch in the layout of ``posematch.inference.predict_loader``."""
+        self.process(predictions["index"], predictions["keypoints"])
+
     def _ordered(self) -> np.ndarray:
         """(N, 16, 2) predictions in index order; every index exactly once."""
         if not self._parts:

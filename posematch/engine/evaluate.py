@@ -1,0 +1,84 @@
+"""Evaluation of a model over a dataset split, in one process or across DDP ranks.
+
+Each rank predicts its ``ShardSampler`` shard (every instance exactly once, whatever the world size);
+rank 0 gathers the predictions, restores dataset order and hands them to the evaluator
+(``process_predictions`` / ``evaluate``, e.g. ``CocoKeypointEvaluator``, ``MpiiPCKhEvaluator``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from posematch.engine import dist
+from posematch.inference import predict_loader
+
+_FIELDS = ("index", "image_id", "keypoints", "scores", "score", "area")
+
+
+def _numpy(batch: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {
+        k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+        for k, v in batch.items()
+        if k in _FIELDS
+    }
+
+
+def collect_predictions(
+    model: nn.Module,
+    dataset: Dataset,
+    codec: Any,
+    device: torch.device,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    flip_perm: Sequence[int] | None = None,
+    shift: bool = True,
+) -> dict[str, np.ndarray] | None:
+    """All predictions of ``dataset`` in dataset order on rank 0 (``None`` on other ranks).
+
+    Keys: index, image_id, keypoints (N, K, 2) image px, scores (N, K), score (box), area.
+    """
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=dist.ShardSampler(len(dataset)),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    parts = [_numpy(b) for b in predict_loader(model, loader, codec, device, flip_perm, shift)]
+    gathered = dist.gather_to_main(parts)
+    if gathered is None:
+        return None
+    merged = {k: np.concatenate([p[k] for p in gathered]) for k in _FIELDS}
+    order = np.argsort(merged["index"], kind="stable")
+    merged = {k: v[order] for k, v in merged.items()}
+    if not np.array_equal(merged["index"], np.arange(len(dataset))):
+        raise RuntimeError("evaluation shards do not cover the dataset exactly once")
+    return merged
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    codec: Any,
+    evaluator: Any,
+    device: torch.device,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    flip_perm: Sequence[int] | None = None,
+    shift: bool = True,
+) -> dict[str, Any] | None:
+    """Metrics of ``model`` on ``dataset`` (rank 0; ``None`` on the other ranks)."""
+    merged = collect_predictions(
+        model, dataset, codec, device, batch_size, num_workers, flip_perm, shift
+    )
+    if merged is None:
+        return None
+    evaluator.reset()
+    evaluator.process_predictions(merged)
+    return evaluator.evaluate()
