@@ -1,0 +1,153 @@
+"""Every conf/model/*.yaml: output shapes, parameter counts and GFLOPs against the published ones,
+and the official weight initialisation."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from posematch.models.backbones.hrformer import HRFormer
+from posematch.models.backbones.hrnet import HRNet
+from posematch.models.backbones.resnet import ResNet
+from posematch.models.heads.conv1x1 import Conv1x1Head
+from posematch.models.heads.deconv import DeconvHead
+from posematch.models.pose_model import TopDownModel
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = sorted((REPO / "conf" / "model").glob("*.yaml"))
+SIZES = [(256, 192), (384, 288)]  # (height, width)
+CPU_FORWARD_MAX_GFLOPS = 2.0  # shapes on the meta device for all; also a CPU forward below this
+
+
+def _load_model_stats():
+    spec = importlib.util.spec_from_file_location(
+        "model_stats", REPO / "scripts" / "model_stats.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+model_stats = _load_model_stats()
+
+# Independent truths: HRNet README (SimpleBaseline, HRNet; GFLOPs by the official counter) and the
+# HRFormer paper. (params in M, GFLOPs at 256x192, GFLOPs at 384x288); None: not published.
+PUBLISHED = {
+    "simplebaseline_r50": (34.0, 8.9, 20.0),
+    "simplebaseline_r101": (53.0, 12.4, None),
+    "simplebaseline_r152": (68.6, 15.7, 35.3),
+    "hrnet_w32": (28.5, 7.1, 16.0),
+    "hrnet_w48": (63.6, 14.6, 32.9),
+    "hrformer_small": (7.8, None, None),
+    "hrformer_base": (43.2, None, None),
+}
+
+
+def test_model_configs_exist():
+    names = {p.stem for p in MODELS}
+    assert {"simplebaseline_r50", "simplebaseline_r152", "hrnet_w32", "hrnet_w48"} <= names
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_config_instantiates_and_gives_heatmaps_at_stride_4(path):
+    cfg = OmegaConf.load(path)
+    with torch.device("meta"):
+        meta_model = instantiate(cfg)
+    assert isinstance(meta_model, TopDownModel)
+    k = cfg.head.num_keypoints
+    assert k == 17
+    for h, w in SIZES:
+        with torch.no_grad():
+            out = meta_model.eval()(torch.randn(2, 3, h, w, device="meta"))
+        assert out.shape == (2, k, h // 4, w // 4), path.stem
+    if model_stats.gflops(meta_model, *SIZES[0]) < CPU_FORWARD_MAX_GFLOPS:
+        # Real numbers for the small models, at the smaller size (CPU time budget of the suite).
+        with torch.no_grad():
+            out = instantiate(cfg).eval()(torch.randn(1, 3, *SIZES[0]))
+        assert out.shape == (1, k, SIZES[0][0] // 4, SIZES[0][1] // 4)
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED), ids=str)
+def test_parameter_count_within_1_percent_of_published(name):
+    path = REPO / "conf" / "model" / f"{name}.yaml"
+    if not path.exists():
+        pytest.skip(f"{path.name} not written yet")
+    params = model_stats.count_params(model_stats.build_on_meta(path)) / 1e6
+    assert params == pytest.approx(PUBLISHED[name][0], rel=0.01)
+
+
+@pytest.mark.parametrize("name", sorted(k for k, v in PUBLISHED.items() if v[1]), ids=str)
+def test_gflops_within_3_percent_of_published(name):
+    model = model_stats.build_on_meta(REPO / "conf" / "model" / f"{name}.yaml")
+    for (h, w), published in zip(SIZES, PUBLISHED[name][1:], strict=True):
+        if published is not None:
+            assert model_stats.gflops(model, h, w) == pytest.approx(published, rel=0.03), (h, w)
+
+
+def test_flop_counter_on_a_hand_counted_network():
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),  # 8*3*9 weights x (4*3) output pixels = 2592
+        nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1),  # 8*4*16 x (8*6) = 24576 (official)
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 6, 10),  # 192 * 10 = 1920
+    )
+    assert model_stats.count_macs(net, 8, 6) == 2592 + 24576 + 1920
+    # True MACs of the transposed conv use its input pixels (4*3): 8*4*16*12 = 6144.
+    assert model_stats.count_macs(net, 8, 6, true_macs=True) == 2592 + 6144 + 1920
+
+
+def test_hrnet_last_stage_keeps_only_the_highest_resolution_and_every_parameter_learns():
+    model = TopDownModel(
+        HRNet(width=8, stage1_blocks=1, num_modules=(1, 1, 2), num_blocks=1), Conv1x1Head(8, 5)
+    )
+    last = model.backbone.stage4[-1]
+    assert len(last.fuse_layers) == 1 and len(model.backbone.stage4[0].fuse_layers) == 4
+    model(torch.randn(2, 3, 64, 64)).square().sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert unused == []  # DDP would fail on unused parameters (ARCHITECTURE.md, known traps)
+
+
+def test_official_initialisation():
+    torch.manual_seed(0)
+    head = DeconvHead(in_channels=512, num_keypoints=17)
+    for i in (0, 3, 6):
+        weight = head.deconv_layers[i].weight
+        assert (
+            weight.std().item() == pytest.approx(0.001, rel=0.05)
+            and head.deconv_layers[i].bias is None
+        )
+        assert torch.equal(head.deconv_layers[i + 1].weight, torch.ones(256))
+        assert torch.equal(head.deconv_layers[i + 1].bias, torch.zeros(256))
+    assert head.final_layer.weight.std().item() == pytest.approx(0.001, rel=0.1)
+    assert torch.equal(head.final_layer.bias, torch.zeros(17))
+    hrnet = HRNet(width=18, stage1_blocks=2, num_modules=(1, 3, 2), num_blocks=2)
+    convs = torch.cat([m.weight.flatten() for m in hrnet.modules() if isinstance(m, nn.Conv2d)])
+    assert convs.std().item() == pytest.approx(0.001, rel=0.02)
+    bns = [m for m in hrnet.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in bns)
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in bns)
+
+
+def test_hrformer_windows_pad_odd_sizes_and_every_parameter_learns():
+    torch.manual_seed(0)
+    backbone = HRFormer(width=8, num_heads=(1, 1, 2, 2), num_modules=(1, 1, 1), num_blocks=1)
+    model = TopDownModel(backbone, Conv1x1Head(8, 3))
+    out = model(torch.randn(2, 3, 96, 64))  # 24x16 features: not a multiple of the 7x7 windows
+    assert out.shape == (2, 3, 24, 16) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_simplebaseline_resnet18_forward_on_cpu():
+    torch.manual_seed(0)
+    model = TopDownModel(ResNet(18), DeconvHead(512, 4)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 128, 96))
+    assert out.shape == (1, 4, 32, 24) and torch.isfinite(out).all()
