@@ -1,0 +1,71 @@
+"""``posematch-eval``: score a checkpoint with the official COCO / MPII protocol.
+
+    posematch-eval experiment=coco/hrnet_w32_256x192_sinkhorn checkpoint=runs/x/best.pth data.boxes=gt
+
+Builds data, model and codec from the composed config, loads the checkpoint (``weights_only``),
+predicts with the flip test (one process or under torchrun), prints the paper-style row and writes
+``metrics.json`` beside the results file in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from posematch.cli.common import CONFIG_PATH, resolve_device
+from posematch.engine import dist
+from posematch.engine.evaluate import evaluate
+from posematch.evaluation.report import markdown_row
+from posematch.models.checkpoints import load_checkpoint
+
+log = logging.getLogger("posematch.eval")
+
+
+def run(cfg: DictConfig) -> dict | None:
+    """Evaluate as configured; the metrics on rank 0, ``None`` elsewhere."""
+    if not Path(cfg.checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
+    device = resolve_device(cfg.device, dist.init())
+    out_dir = Path(cfg.output_dir)
+    model = instantiate(cfg.model)
+    report = load_checkpoint(model, cfg.checkpoint)
+    log.info("loaded %s: %s", cfg.checkpoint, report.describe())
+    codec = instantiate(cfg.codec)
+    dataset = instantiate(cfg.data.val)
+    evaluator = instantiate(cfg.data.evaluator)
+    spec = instantiate(cfg.data.spec)
+    metrics = evaluate(
+        model.to(device),
+        dataset,
+        codec,
+        evaluator,
+        device,
+        batch_size=cfg.test.batch_size,
+        num_workers=cfg.test.num_workers,
+        flip_perm=spec.flip_permutation() if cfg.test.flip else None,
+        shift=cfg.test.shift,
+    )
+    if metrics is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        record = {"checkpoint": str(cfg.checkpoint), "config": OmegaConf.to_container(cfg.data)}
+        (out_dir / "metrics.json").write_text(json.dumps({**metrics, **record}, indent=2))
+        if metrics.get("scored", True):
+            print(markdown_row(metrics))
+        else:
+            print(f"no ground truth for this split: predictions written to {out_dir}")
+    dist.shutdown()
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Paper-style rows of metrics (percent, one decimal), as the tables of Qu et al. 2022 print them.
+
+COCO: AP AP50 AP75 APM APL AR (pycocotools stats x 100). MPII: Mean Hea Sho Elb Wri Hip Kne Ank
+(PCKh@0.5, already in percent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+COCO_COLUMNS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
+MPII_COLUMNS = {
+    "Mean": "Mean",
+    "Hea": "Head",
+    "Sho": "Shoulder",
+    "Elb": "Elbow",
+    "Wri": "Wrist",
+    "Hip": "Hip",
+    "Kne": "Knee",
+    "Ank": "Ankle",
+}
+
+
+def paper_row(metrics: Mapping[str, float | bool]) -> tuple[list[str], list[str]]:
+    """(header, values) of the table row for COCO-style or MPII-style metrics."""
+    if all(key in metrics for key in COCO_COLUMNS):
+        return list(COCO_COLUMNS), [f"{100 * float(metrics[k]):.1f}" for k in COCO_COLUMNS]
+    if all(key in metrics for key in MPII_COLUMNS.values()):
+        return list(MPII_COLUMNS), [f"{float(metrics[v]):.1f}" for v in MPII_COLUMNS.values()]
+    raise ValueError(f"metrics: neither COCO nor MPII columns in {sorted(metrics)}")
+
+
+def markdown_row(metrics: Mapping[str, float | bool]) -> str:
+    """A two-line Markdown table (header, separator, values)."""
+    header, values = paper_row(metrics)
+    return "\n".join(
+        [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---:" for _ in header) + "|",
+            "| " + " | ".join(values) + " |",
+        ]
+    )
