@@ -27,6 +27,8 @@ class DotCodec:
         blur_kernel: Gaussian kernel of the ``dark`` decoder.
     """
 
+    target_kind = "dots"  # what encode() gives: a loss with the same kind can consume it
+
     def __init__(
         self,
         input_size: tuple[int, int] = (192, 256),

@@ -29,6 +29,8 @@ class GaussianHeatmapCodec:
         blur_kernel: Gaussian kernel of the ``dark`` decoder.
     """
 
+    target_kind = "heatmaps"  # what encode() gives: a loss with the same kind can consume it
+
     def __init__(
         self,
         input_size: tuple[int, int] = (192, 256),

@@ -20,6 +20,8 @@ class JointsMSELoss(nn.Module):
     squared heatmap units.
     """
 
+    target_kind = "heatmaps"  # consumes GaussianHeatmapCodec targets
+
     def __init__(self, use_target_weight: bool = True) -> None:
         super().__init__()
         self.use_target_weight = use_target_weight

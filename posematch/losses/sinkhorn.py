@@ -254,6 +254,8 @@ class SinkhornMatchingLoss(nn.Module):
     logging.
     """
 
+    target_kind = "dots"  # consumes DotCodec targets
+
     def __init__(
         self,
         reg: float = 1.0,

@@ -1,0 +1,302 @@
+"""The training loop: plain functions over already-built objects (no hooks, no Hydra).
+
+``fit`` trains epoch by epoch with the official recipe's pieces given to it (optimizer, per-epoch
+scheduler), on CPU or CUDA, in one process or under torchrun (DistributedDataParallel; the global
+batch is ``batch_size`` x world size, and every rank sees its share of the same shuffled order, so
+the run equals a one-process run of the same global batch). It validates every ``val_every`` epochs
+through ``posematch.engine.evaluate``, keeps ``last.pth`` every epoch and ``best.pth`` by the
+monitored metric (atomic writes), appends ``metrics.jsonl``, logs to TensorBoard, and stops on a
+non-finite loss. ``resume="auto"`` continues from ``last.pth`` with model, optimizer, scheduler,
+grad scaler, epoch, best metric and RNG states, so an interrupted run ends as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from posematch.engine import checkpoint, dist
+from posematch.engine.evaluate import evaluate
+from posematch.engine.logging import RunLogger
+
+log = logging.getLogger("posematch.train")
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainerSettings:
+    """Options of ``fit``.
+
+    epochs: epochs to train. batch_size: samples per process per step. num_workers: loader workers
+    per process. amp: ``none``, ``bf16`` or ``fp16`` (fp16 uses a grad scaler; the matching loss
+    computes in float32 regardless). grad_clip: max gradient norm, or None. val_every: validate
+    every this many epochs (and after the last). monitor: metric that picks ``best.pth`` (higher is
+    better: ``AP`` for COCO, ``Mean`` for MPII). seed: seeds model init, shuffling and augmentation.
+    warmup_iters / warmup_ratio: linear learning-rate warm-up from ``ratio`` x lr. sync_bn: convert
+    BatchNorm to SyncBatchNorm under DDP. flip_test / shift_heatmap: validation flip test.
+    max_steps_per_epoch: cap on steps (smoke runs); None = the whole epoch.
+    """
+
+    epochs: int = 210
+    batch_size: int = 32
+    num_workers: int = 4
+    amp: str = "none"
+    grad_clip: float | None = None
+    val_every: int = 10
+    monitor: str = "AP"
+    seed: int = 0
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.001
+    sync_bn: bool = False
+    flip_test: bool = True
+    shift_heatmap: bool = True
+    log_every: int = 50
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "val_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name}={getattr(self, name)}: must be at least 1")
+        if self.num_workers < 0:
+            raise ValueError(f"trainer.num_workers={self.num_workers}: must be >= 0")
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"trainer.amp={self.amp!r}: expected one of {tuple(AMP_DTYPES)}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"trainer.grad_clip={self.grad_clip}: must be positive or null")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError("trainer.max_steps_per_epoch: must be at least 1 or null")
+
+
+def train_loader(dataset: Dataset, settings: TrainerSettings, device: torch.device) -> DataLoader:
+    """Shuffled by (seed, epoch) identically on every rank; each rank takes its share."""
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=dist.world_size(),
+        rank=dist.rank(),
+        shuffle=True,
+        seed=settings.seed,
+        drop_last=True,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        sampler=sampler,
+        num_workers=settings.num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=settings.num_workers > 0,
+    )
+
+
+def _warmup_factor(step: int, settings: TrainerSettings) -> float:
+    if step >= settings.warmup_iters:
+        return 1.0
+    alpha = step / settings.warmup_iters
+    return settings.warmup_ratio * (1 - alpha) + alpha
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    settings: TrainerSettings,
+    device: torch.device,
+    epoch: int,
+    step: int,
+    base_lrs: Sequence[float],
+    logger: RunLogger,
+) -> tuple[float, int, dict[str, float]]:
+    """One epoch; returns the mean loss over all ranks, the new global step and extra stats."""
+    model.train()
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)
+    amp_dtype = AMP_DTYPES[settings.amp]
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
+    iters_sum = 0
+    steps = len(loader)
+    if settings.max_steps_per_epoch is not None:
+        steps = min(steps, settings.max_steps_per_epoch)
+    progress = logger.progress(steps, f"epoch {epoch + 1}")
+    for i, batch in enumerate(loader):
+        if i >= steps:
+            break
+        factor = _warmup_factor(step, settings)
+        if settings.warmup_iters:
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+        images = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device, non_blocking=True)
+        weight = batch["target_weight"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            heatmaps = model(images)
+        loss = loss_fn(heatmaps, target, weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at epoch {epoch + 1}, step {i}: stopping"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if settings.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        total += torch.stack([loss.detach().double(), torch.ones((), device=device).double()])
+        iters_sum += getattr(loss_fn, "last_iters", 0)
+        step += 1
+        progress.update(loss.item())
+        logger.scalar("train/loss_step", loss.item(), step)
+    progress.close()
+    if dist.is_distributed():
+        torch.distributed.all_reduce(total)
+    mean_loss = (total[0] / total[1].clamp_min(1)).item()
+    extra = {"lr": optimizer.param_groups[0]["lr"]}
+    if hasattr(loss_fn, "last_iters"):
+        extra["sinkhorn_iters"] = iters_sum / max(steps, 1)
+    return mean_loss, step, extra
+
+
+def _state(model, optimizer, scheduler, scaler, epoch, best, step, history) -> dict[str, Any]:
+    return {
+        "model": checkpoint.unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,
+        "step": step,
+        "best": best,
+        "history": history,
+        "rng": checkpoint.rng_state(),
+    }
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    train_set: Dataset,
+    optimizer_fn: Callable[..., torch.optim.Optimizer],
+    settings: TrainerSettings,
+    run_dir: str | Path,
+    device: torch.device,
+    scheduler_fn: Callable[..., Any] | None = None,
+    val_set: Dataset | None = None,
+    codec: Any = None,
+    evaluator: Any = None,
+    flip_perm: Sequence[int] | None = None,
+    resume: str | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` and return a summary (epochs, final loss, best metric, paths).
+
+    Args:
+        model: built on every rank from the same seed (so the replicas start equal).
+        loss_fn: ``(heatmaps, target, target_weight) -> scalar``.
+        optimizer_fn: ``params -> optimizer`` (e.g. a Hydra ``_partial_``).
+        scheduler_fn: ``optimizer -> per-epoch scheduler`` or None.
+        val_set, codec, evaluator: validation (skipped when val_set is None).
+        flip_perm: joint permutation for the validation flip test.
+        resume: None (fresh), ``"auto"`` (``run_dir/last.pth`` when present) or a checkpoint path.
+    """
+    run_dir = Path(run_dir)
+    model = model.to(device)
+    if dist.is_distributed() and settings.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = optimizer_fn(model.parameters())
+    scheduler = scheduler_fn(optimizer) if scheduler_fn is not None else None
+    use_scaler = settings.amp == "fp16" and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    start_epoch, step, best = 0, 0, -math.inf
+    history: list[float] = []
+
+    resume_path = _resume_path(resume, run_dir)
+    if resume_path is not None:
+        state = checkpoint.load(resume_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, step, best = state["epoch"], state["step"], state["best"]
+        history = list(state["history"])
+        checkpoint.set_rng_state(state["rng"])
+        log.info("resumed from %s at epoch %d", resume_path, start_epoch)
+
+    wrapped: nn.Module = model
+    if dist.is_distributed():
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=ids)
+    loader = train_loader(train_set, settings, device)
+    logger = RunLogger(run_dir, enabled=dist.is_main(), log_every=settings.log_every)
+    try:
+        for epoch in range(start_epoch, settings.epochs):
+            loss, step, extra = train_one_epoch(
+                wrapped, loss_fn, loader, optimizer, scaler, settings, device, epoch, step,
+                base_lrs, logger,
+            )  # fmt: skip
+            history.append(loss)
+            if scheduler is not None:
+                scheduler.step()
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss, **extra}
+            skipped = getattr(train_set, "pop_skipped", lambda: 0)()
+            if skipped:
+                log.warning("epoch %d: skipped %d unreadable samples", epoch + 1, skipped)
+                record["skipped"] = skipped
+            last = epoch + 1 == settings.epochs
+            if val_set is not None and ((epoch + 1) % settings.val_every == 0 or last):
+                metrics = evaluate(
+                    model, val_set, codec, evaluator, device, settings.batch_size,
+                    settings.num_workers, flip_perm, settings.shift_heatmap,
+                )  # fmt: skip
+                metrics = dist.broadcast_object(metrics)
+                record.update({f"val/{k}": v for k, v in metrics.items() if k != "scored"})
+                value = metrics.get(settings.monitor)
+                if value is not None and value > best:
+                    best = float(value)
+                    if dist.is_main():
+                        checkpoint.atomic_save(checkpoint.unwrap(model).state_dict(),
+                                               run_dir / "best.pth")  # fmt: skip
+            if dist.is_main():
+                state = _state(model, optimizer, scheduler, scaler, epoch + 1, best, step, history)
+                checkpoint.atomic_save(state, run_dir / "last.pth")
+                logger.epoch(record)
+            dist.barrier()
+    finally:
+        logger.close()
+    return {
+        "epochs": settings.epochs,
+        "final_loss": history[-1] if history else None,
+        "history": history,
+        "best": best if best > -math.inf else None,
+        "run_dir": str(run_dir),
+    }
+
+
+def _resume_path(resume: str | None, run_dir: Path) -> Path | None:
+    if resume is None or resume in ("", "none", "false"):
+        return None
+    if resume == "auto":
+        path = run_dir / "last.pth"
+        return path if path.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: checkpoint not found")
+    return path

@@ -1,0 +1,77 @@
+"""The trainer: exact resume, checkpoint files, failure on non-finite loss."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+import torch
+
+from posematch.engine import checkpoint
+from posematch.engine.trainer import TrainerSettings, fit
+from posematch.losses.sinkhorn import SinkhornMatchingLoss
+from tests.engine.tiny import synthetic_set, tiny_model
+
+
+def _fit(run_dir, data, epochs, resume=None, **kw):
+    settings = TrainerSettings(epochs=epochs, batch_size=4, num_workers=0, seed=3, **kw)
+    return fit(
+        tiny_model(), SinkhornMatchingLoss(), data, partial(torch.optim.Adam, lr=1e-2), settings,
+        run_dir, torch.device("cpu"),
+        scheduler_fn=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2], gamma=0.1),
+        resume=resume,
+    )  # fmt: skip
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    data = synthetic_set(tmp_path / "synthetic")
+    whole = _fit(tmp_path / "whole", data, epochs=3)
+    _fit(tmp_path / "split", data, epochs=2)  # the run "stops" after epoch 2's checkpoint
+    resumed = _fit(tmp_path / "split", data, epochs=3, resume="auto")
+    assert resumed["history"] == whole["history"]
+    a = checkpoint.load(tmp_path / "whole" / "last.pth")
+    b = checkpoint.load(tmp_path / "split" / "last.pth")
+    assert a["epoch"] == b["epoch"] == 3
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 3
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_training_lowers_the_loss(tmp_path):
+    data = synthetic_set(tmp_path / "synthetic")
+    summary = _fit(tmp_path / "run", data, epochs=4)
+    assert summary["history"][-1] < summary["history"][0]
+
+
+def test_checkpoints_load_without_code_and_leave_no_temporary_files(tmp_path):
+    data = synthetic_set(tmp_path / "synthetic")
+    _fit(tmp_path / "run", data, epochs=1)
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "best", "rng", "history"} <= state.keys()
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+
+
+def test_non_finite_loss_stops_training(tmp_path):
+    data = synthetic_set(tmp_path / "synthetic")
+
+    class Exploding(SinkhornMatchingLoss):
+        def forward(self, *args):
+            return super().forward(*args) * float("nan")
+
+    settings = TrainerSettings(epochs=1, batch_size=4, num_workers=0)
+    with pytest.raises(FloatingPointError, match="non-finite training loss"):
+        fit(tiny_model(), Exploding(), data, partial(torch.optim.Adam, lr=1e-3), settings,
+            tmp_path / "run", torch.device("cpu"))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("epochs", 0), ("batch_size", 0), ("amp", "fp8"), ("grad_clip", -1.0), ("num_workers", -1)],
+)
+def test_bad_settings_name_the_option(option, value):
+    with pytest.raises(ValueError, match=f"trainer.{option}"):
+        TrainerSettings(**{option: value})

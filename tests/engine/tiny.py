@@ -1,0 +1,32 @@
+"""Small, fast pieces shared by the engine tests and their torchrun workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from posematch.codecs.dots import DotCodec
+from posematch.data.coco import CocoKeypoints
+from posematch.data.keypoints import COCO
+from posematch.data.synthetic import generate
+from posematch.data.transforms import TopDownPipeline
+
+INPUT, HEATMAP = (32, 48), (8, 12)
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    """A BatchNorm-free stride-4 network, so DDP shards compute exactly what one process does."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 17, 3, stride=2, padding=1)
+    )
+
+
+def synthetic_set(root: Path, num_train: int = 12) -> CocoKeypoints:
+    ann = root / "annotations" / "person_keypoints_train2017.json"
+    if not ann.exists():
+        generate(str(root), num_train, 2, seed=0, workers=1)
+    pipe = TopDownPipeline(INPUT, COCO, train=True)
+    return CocoKeypoints(str(ann), str(root / "train2017"), pipe, DotCodec(INPUT, HEATMAP))
