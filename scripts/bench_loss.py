@@ -8,8 +8,9 @@
    (c) posematch: ``sinkhorn_matching_loss(reduction="sum")`` (early stop, implicit gradient).
    Each runs in a fresh process: a tiny warm-up, one call whose peak memory is taken (on CPU, the
    rise of the resident-set high-water mark, reset just before the call, over the resident set
-   before it; on CUDA, ``max_memory_allocated`` over the memory allocated before it), then timed
-   repeats (none for POT, ~30 s a call on 2 CPU cores: its time is that of the measured call).
+   before it; on CUDA, ``max_memory_allocated`` over the memory allocated before it), then repeats:
+   the time is the median over all calls but the warm-up (2 of the baseline, 1 of POT: ~10 s and
+   ~30 s a call on 2 idle CPU cores).
 2. posematch alone at B=32, K=17 on 64x48 and 96x72 maps.
 
 Targets (issue 1): posematch at least 300x faster than the baseline, at most 1/100 of its peak
@@ -164,7 +165,7 @@ def worker(name: str, shape: Shape, device: str, repeats: int, queue: Any) -> No
             pass
         first, values, grad = fwd_bwd(fn, heat, dots, device)
         peak = (rss_kib("VmHWM") - before) * 1024
-    times = [fwd_bwd(fn, heat, dots, device)[0] for _ in range(repeats)] or [first]
+    times = [first] + [fwd_bwd(fn, heat, dots, device)[0] for _ in range(repeats)]
     out: dict[str, Any] = {"peak": peak, "seconds": statistics.median(times), "min": min(times)}
     out["runs"] = len(times)
     if name == "posematch":
@@ -205,7 +206,9 @@ def verdict(ok: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs of posematch")
+    parser.add_argument(
+        "--repeats", type=int, default=20, help="posematch runs after the measured one"
+    )
     args = parser.parse_args()
     dev = args.device
     if dev == "cuda" and not torch.cuda.is_available():
@@ -217,7 +220,7 @@ def main() -> None:
 
     shape: Shape = (2, 17, 64, 48)
     print(f"\n== B={shape[0]}, K={shape[1]}, {shape[2]}x{shape[3]}, fwd+bwd ({memory_kind}) ==")
-    repeats = {"baseline": 2, "pot": 0, "posematch": args.repeats}
+    repeats = {"baseline": 1, "pot": 0, "posematch": args.repeats}  # runs after the measured one
     res = {name: measure(name, shape, dev, repeats[name]) for name in METHODS}
     for name, r in res.items():
         print(
