@@ -28,6 +28,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posematch.data.keypoints import COCO as COCO_SPEC
+from posematch.evaluation.arrays import as_array
 from posematch.evaluation.nms import oks_nms_per_image
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,6 @@ def coco_keypoint_stats(gt: COCO, results: list[dict[str, Any]]) -> dict[str, fl
     return {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats, strict=True)}
 
 
-def _array(x: Any, name: str, dtype: type) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, possibly on an accelerator
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"process(): {name} cannot be read as an array of {dtype}: {err}") from err
-
-
 class CocoKeypointEvaluator:
     """Accumulates top-down predictions and scores them with the official COCO protocol.
 
@@ -186,11 +178,11 @@ class CocoKeypointEvaluator:
             areas: (N,) float, image pixels^2, used by OKS-NMS (official: (scale * 200)^2 of the
                 padded box).
         """
-        ids = _array(image_ids, "image_ids", np.int64).reshape(-1)
-        kpts = _array(keypoints, "keypoints", np.float64)
-        kps = _array(keypoint_scores, "keypoint_scores", np.float64)
-        box = _array(box_scores, "box_scores", np.float64).reshape(-1)
-        area = _array(areas, "areas", np.float64).reshape(-1)
+        ids = as_array(image_ids, "image_ids", np.int64).reshape(-1)
+        kpts = as_array(keypoints, "keypoints", np.float64)
+        kps = as_array(keypoint_scores, "keypoint_scores", np.float64)
+        box = as_array(box_scores, "box_scores", np.float64).reshape(-1)
+        area = as_array(areas, "areas", np.float64).reshape(-1)
         n, k = ids.shape[0], len(self.sigmas)
         want = {"keypoints": (n, k, 2), "keypoint_scores": (n, k), "box_scores": (n,)}
         for name, arr in (("keypoints", kpts), ("keypoint_scores", kps), ("box_scores", box)):

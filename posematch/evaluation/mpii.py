@@ -28,6 +28,7 @@ import numpy as np
 from scipy.io import loadmat, savemat
 
 from posematch.data.keypoints import MPII as MPII_SPEC
+from posematch.evaluation.arrays import as_array
 
 log = logging.getLogger(__name__)
 
@@ -165,15 +166,6 @@ def pckh(
     return out
 
 
-def _array(x: Any, name: str, dtype: type) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, possibly on an accelerator
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"process(): {name} cannot be read as an array of {dtype}: {err}") from err
-
-
 class MpiiPCKhEvaluator:
     """Accumulates MPII predictions and scores them with the official PCKh protocol.
 
@@ -217,8 +209,8 @@ class MpiiPCKhEvaluator:
                 ``gt_valid.mat``), so batches may arrive in any order (e.g. gathered from ranks).
             keypoints: (N, 16, 2) float, (x, y) in 0-based original-image pixels.
         """
-        idx = _array(indices, "indices", np.int64).reshape(-1)
-        kpts = _array(keypoints, "keypoints", np.float64)
+        idx = as_array(indices, "indices", np.int64).reshape(-1)
+        kpts = as_array(keypoints, "keypoints", np.float64)
         want = (idx.shape[0], MPII_SPEC.num_keypoints, 2)
         if kpts.shape != want:
             raise ValueError(f"process(): keypoints has shape {kpts.shape}, expected {want}")

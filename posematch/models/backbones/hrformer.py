@@ -22,7 +22,13 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from posematch.models.backbones.hrnet import STEM_CHANNELS, Bottleneck, HRNet, _make_blocks
+from posematch.models.backbones.hrnet import (
+    STEM_CHANNELS,
+    Bottleneck,
+    HRNet,
+    make_blocks,
+    run_branches_and_fuse,
+)
 
 
 class WindowAttention(nn.Module):
@@ -173,14 +179,7 @@ class HRFormerModule(nn.Module):
         return nn.Sequential(*steps)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        xs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
-        fused = []
-        for row in self.fuse_layers:
-            y = row[0](xs[0])
-            for layer, x in zip(row[1:], xs[1:], strict=True):
-                y = y + layer(x)
-            fused.append(self.relu(y))
-        return fused
+        return run_branches_and_fuse(self.branches, self.fuse_layers, self.relu, xs)
 
 
 class HRFormer(nn.Module):
@@ -223,7 +222,7 @@ class HRFormer(nn.Module):
         self.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, 3, 2, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(STEM_CHANNELS)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = _make_blocks(Bottleneck, STEM_CHANNELS, STEM_CHANNELS, stage1_blocks)
+        self.layer1 = make_blocks(Bottleneck, STEM_CHANNELS, STEM_CHANNELS, stage1_blocks)
 
         # Plain floats (not torch.linspace): construction must also work under torch.device("meta").
         n_blocks = sum(num_modules) * num_blocks

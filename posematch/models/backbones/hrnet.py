@@ -105,7 +105,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def _make_blocks(
+def make_blocks(
     block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int, num_blocks: int
 ) -> nn.Sequential:
     """``num_blocks`` residual blocks; a 1x1 projection on the first when the width changes."""
@@ -114,6 +114,23 @@ def _make_blocks(
     layers = [block(inplanes, planes, 1, downsample)]
     layers += [block(out, planes) for _ in range(1, num_blocks)]
     return nn.Sequential(*layers)
+
+
+def run_branches_and_fuse(
+    branches: nn.ModuleList, fuse_layers: nn.ModuleList, relu: nn.Module, xs: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """Run each branch on its resolution, then output i = relu(sum_j fuse_layers[i][j](x_j)).
+
+    Shared by HRNet and HRFormer modules; ``fuse_layers[i][i]`` is an identity.
+    """
+    xs = [branch(x) for branch, x in zip(branches, xs, strict=True)]
+    fused = []
+    for row in fuse_layers:
+        y = row[0](xs[0])
+        for layer, x in zip(row[1:], xs[1:], strict=True):
+            y = y + layer(x)
+        fused.append(relu(y))
+    return fused
 
 
 class HighResolutionModule(nn.Module):
@@ -133,7 +150,7 @@ class HighResolutionModule(nn.Module):
     ) -> None:
         super().__init__()
         n = len(channels)
-        self.branches = nn.ModuleList(_make_blocks(BasicBlock, c, c, num_blocks) for c in channels)
+        self.branches = nn.ModuleList(make_blocks(BasicBlock, c, c, num_blocks) for c in channels)
         self.fuse_layers = nn.ModuleList(
             nn.ModuleList(self._fuse(channels, i, j) for j in range(n))
             for i in range(n if multi_scale_output else 1)
@@ -157,14 +174,7 @@ class HighResolutionModule(nn.Module):
         return nn.Sequential(*steps)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        xs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
-        fused = []
-        for row in self.fuse_layers:
-            y = row[0](xs[0])
-            for layer, x in zip(row[1:], xs[1:], strict=True):
-                y = y + layer(x)
-            fused.append(self.relu(y))
-        return fused
+        return run_branches_and_fuse(self.branches, self.fuse_layers, self.relu, xs)
 
 
 class HRNet(nn.Module):
@@ -202,7 +212,7 @@ class HRNet(nn.Module):
         self.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, 3, 2, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(STEM_CHANNELS)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = _make_blocks(Bottleneck, STEM_CHANNELS, STEM_CHANNELS, stage1_blocks)
+        self.layer1 = make_blocks(Bottleneck, STEM_CHANNELS, STEM_CHANNELS, stage1_blocks)
 
         previous = [STEM_CHANNELS * Bottleneck.expansion]
         for stage, modules in enumerate(num_modules, start=2):
