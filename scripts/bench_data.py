@@ -13,6 +13,7 @@ Usage: python scripts/bench_data.py [--samples N] [--codec dots|gaussian]
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ INPUT = (192, 256)
 
 def coco_sample(pipeline: TopDownPipeline, codec) -> TopDownDataset:
     root = REPO.parent / "shared" / "data" / "coco_sample"
+    if not root.is_dir():  # a clone outside the workplace folder
+        root = Path(os.environ.get("POSEMATCH_SHARED_DATA", "/work/shared/data")) / "coco_sample"
     return CocoKeypoints(str(root / "test_coco.json"), str(root), pipeline, codec)
 
 

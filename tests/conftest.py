@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The small real COCO / MPII samples: $POSEMATCH_SHARED_DATA, ../shared/data beside the checkout,
+    or the workplace's /work/shared/data (CI clones may live elsewhere)."""
+    candidates = [REPO.parent / "shared" / "data", Path("/work/shared/data")]
+    if os.environ.get("POSEMATCH_SHARED_DATA"):
+        candidates.insert(0, Path(os.environ["POSEMATCH_SHARED_DATA"]))
+    for path in candidates:
+        if (path / "coco_sample").is_dir():
+            return path
+    raise FileNotFoundError(
+        "shared test data not found; set POSEMATCH_SHARED_DATA to the folder holding coco_sample/ "
+        f"and mpii_sample/ (looked in: {', '.join(map(str, candidates))})"
+    )
+
+
+SHARED_DATA = _shared_data()
 
 
 def pixel_centres(h: int, w: int) -> np.ndarray:

@@ -21,8 +21,9 @@ from posematch.data.transforms import TopDownPipeline
 from posematch.engine import dist
 from posematch.engine.evaluate import collect_predictions
 from posematch.evaluation.coco import CocoKeypointEvaluator
+from tests.conftest import SHARED_DATA
 
-ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_sample"
+ROOT = SHARED_DATA / "coco_sample"
 
 
 def tiny_model() -> nn.Module:
