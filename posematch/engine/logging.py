@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 log = logging.getLogger("posematch.train")
 
@@ -43,6 +46,31 @@ class _Progress:
             self.bar.close()
 
 
+def heatmap_panel(
+    heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """(3, H, W) image in [0, 1]: one tile per joint, the predicted heatmap in grey (each tile scaled
+    to its maximum) and the ground truth in red: the dot's pixel (dot targets, heatmap pixels) or
+    the target heatmap (Gaussian targets). Unlabelled joints show no ground truth."""
+    from torchvision.utils import make_grid
+
+    hm = heatmaps.detach().float().cpu().clamp_min(0)
+    hm = hm / hm.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+    tiles = hm.unsqueeze(1).repeat(1, 3, 1, 1)
+    target, weight = target.detach().float().cpu(), weight.detach().cpu()
+    k, h, w = hm.shape
+    for j in range(k):
+        if weight[j] <= 0:
+            continue
+        if target.dim() == 2:  # a dot (x, y) in heatmap pixels
+            x = int(min(max(round(float(target[j, 0])), 0), w - 1))
+            y = int(min(max(round(float(target[j, 1])), 0), h - 1))
+            tiles[j, :, y, x] = torch.tensor([1.0, 0.0, 0.0])
+        else:
+            tiles[j, 0] = torch.maximum(tiles[j, 0], target[j].clamp(0, 1))
+    return make_grid(tiles, nrow=math.ceil(math.sqrt(k)), padding=1, pad_value=0.3)
+
+
 class RunLogger:
     """TensorBoard + metrics.jsonl writer for one run directory (no-op when not ``enabled``)."""
 
@@ -63,6 +91,15 @@ class RunLogger:
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None and step % self.log_every == 0:
             self.writer.add_scalar(tag, value, step)
+
+    def heatmaps(
+        self, step: int, heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+    ) -> None:
+        """Image panel of one sample's predicted heatmaps against its ground truth."""
+        if self.writer is not None:
+            self.writer.add_image(
+                "train/heatmaps_vs_gt", heatmap_panel(heatmaps, target, weight), step
+            )
 
     def epoch(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl and the epoch's scalars (train/*, val/*)."""

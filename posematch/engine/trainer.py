@@ -165,6 +165,8 @@ def train_one_epoch(
         progress.update(loss.item())
         logger.scalar("train/loss_step", loss.item(), step)
     progress.close()
+    if steps:
+        logger.heatmaps(epoch + 1, heatmaps[0], target[0], weight[0])
     if dist.is_distributed():
         torch.distributed.all_reduce(total)
     mean_loss = (total[0] / total[1].clamp_min(1)).item()
@@ -215,6 +217,10 @@ def fit(
         resume: None (fresh), ``"auto"`` (``run_dir/last.pth`` when present) or a checkpoint path.
     """
     run_dir = Path(run_dir)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = (
+            True  # fixed input sizes: let cuDNN pick its fastest kernels
+        )
     model = model.to(device)
     if dist.is_distributed() and settings.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -75,3 +75,18 @@ def test_non_finite_loss_stops_training(tmp_path):
 def test_bad_settings_name_the_option(option, value):
     with pytest.raises(ValueError, match=f"trainer.{option}"):
         TrainerSettings(**{option: value})
+
+
+def test_heatmap_panel_marks_the_ground_truth_dot_in_red():
+    from posematch.engine.logging import heatmap_panel
+
+    heat = torch.zeros(4, 6, 5)
+    heat[:, 2, 2] = 1.0
+    dots = torch.tensor([[1.0, 3.0], [0.0, 0.0], [4.0, 5.0], [2.0, 2.0]])
+    panel = heatmap_panel(heat, dots, torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    assert panel.shape == (3, 2 * 6 + 3, 2 * 5 + 3)  # 2 x 2 tiles with 1 px padding
+    tile0 = panel[:, 1:7, 1:6]
+    assert tile0[:, 3, 1].tolist() == [1.0, 0.0, 0.0]  # the dot, red
+    assert tile0[:, 2, 2].tolist() == [1.0, 1.0, 1.0]  # the prediction, white
+    tile1 = panel[:, 1:7, 7:12]
+    assert tile1[:, 0, 0].tolist() == [0.0, 0.0, 0.0]  # unlabelled: no dot drawn
