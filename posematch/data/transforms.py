@@ -148,12 +148,8 @@ class TopDownPipeline:
         self.photometric = photometric
         self.color = color
         self.udp = udp
-        # One C++ pass does channel order, mean, scale and HWC -> CHW (mean/std in output order).
-        self._blob = cv2.dnn.Image2BlobParams()
-        self._blob.scalefactor = tuple(1.0 / (255.0 * v) for v in std)
-        self._blob.mean = tuple(255.0 * v for v in mean)
-        self._blob.swapRB = color == "rgb"
-        self._blob.ddepth = cv2.CV_32F
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
+        self._inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0)
 
     def __call__(
         self,
@@ -220,4 +216,7 @@ class TopDownPipeline:
 
     def to_tensor(self, crop: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 BGR -> (3, H, W) float32 in the configured channel order, normalised."""
-        return torch.from_numpy(cv2.dnn.blobFromImageWithParams(crop, self._blob)[0])
+        if self.color == "rgb":
+            crop = crop[..., ::-1]
+        chw = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float()
+        return chw.sub_(self._mean).mul_(self._inv_std)
