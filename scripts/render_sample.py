@@ -15,13 +15,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from posematch.codecs.dots import DotCodec
 from posematch.data.coco import CocoKeypoints
 from posematch.data.keypoints import COCO, MPII, KeypointSpec
 from posematch.data.mpii import MpiiKeypoints
-from posematch.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TopDownPipeline
+from posematch.data.transforms import TopDownPipeline
 
 LEFT, RIGHT, CENTRE = (0, 200, 255), (255, 120, 0), (60, 220, 60)  # BGR
 
@@ -37,9 +36,7 @@ def joint_colour(spec: KeypointSpec, j: int) -> tuple[int, int, int]:
 
 def draw(sample: dict, spec: KeypointSpec, color: str, scale: int = 2) -> np.ndarray:
     """(H*scale, W*scale, 3) uint8 BGR picture of one sample."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    img = ((sample["image"] * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+    img = sample["image"].permute(1, 2, 0).numpy()  # uint8, the pipeline's channel order
     img = np.ascontiguousarray(img[..., ::-1] if color == "rgb" else img)
     img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     kpts = sample["keypoints"].numpy() * scale + (scale - 1) / 2  # pixel centres after upscaling

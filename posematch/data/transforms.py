@@ -11,8 +11,8 @@ keypoints in input pixels. Training draws, in the official order and with the of
   the crop equals the official "flip the image, then crop" up to cv2's 1/32-px fixed-point sampling
   (at most one grey level on well under 1% of the pixels).
 Then ``cv2.warpAffine`` (bilinear) to the input size, optional photometric augmentation
-(albumentations, on the crop), channel order (RGB, or BGR as the official ResNet configs fed), and
-ImageNet normalisation. Randomness comes from the ``numpy.random.Generator`` passed in, so a dataset
+(albumentations, on the crop) and the channel order (RGB, or BGR as the official ResNet configs fed).
+The crop stays uint8: ``TopDownModel`` normalises on its device, so workers ship 4x less data. Randomness comes from the ``numpy.random.Generator`` passed in, so a dataset
 can make every sample reproducible from (seed, epoch, index) whatever the number of workers.
 """
 
@@ -28,15 +28,12 @@ import torch
 from posematch.data.boxes import PIXEL_STD, affine_matrix, apply_affine
 from posematch.data.keypoints import KeypointSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass(frozen=True)
 class CropResult:
     """One cropped instance.
 
-    image: (3, H, W) float32, normalised. keypoints: (K, 2) input pixels. visible: (K,) as given
+    image: (3, H, W) uint8 in the configured channel order. keypoints: (K, 2) input pixels. visible: (K,) as given
     (after flip pairing). center, scale: the crop actually used (image pixels; units of 200 px).
     rotation: degrees. flipped: whether a horizontal flip was applied. inverse: (2, 3) float64 map from
     input pixels back to the original (unflipped) image pixels.
@@ -111,7 +108,6 @@ class TopDownPipeline:
         photometric: an albumentations transform applied to the uint8 crop (train only), or None.
         color: channel order fed to the network, ``"rgb"`` or ``"bgr"``.
         udp: unbiased (UDP) crop matrix instead of the official one.
-        mean, std: normalisation, applied to channels in the chosen order (as the official code).
     """
 
     def __init__(
@@ -128,8 +124,6 @@ class TopDownPipeline:
         photometric: Any = None,
         color: str = "rgb",
         udp: bool = False,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
         if color not in ("rgb", "bgr"):
             raise ValueError(f"color={color!r}: expected 'rgb' or 'bgr'")
@@ -148,8 +142,6 @@ class TopDownPipeline:
         self.photometric = photometric
         self.color = color
         self.udp = udp
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
-        self._inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0)
 
     def __call__(
         self,
@@ -215,8 +207,7 @@ class TopDownPipeline:
         )
 
     def to_tensor(self, crop: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 BGR -> (3, H, W) float32 in the configured channel order, normalised."""
+        """(H, W, 3) uint8 BGR -> (3, H, W) uint8 in the configured channel order."""
         if self.color == "rgb":
-            crop = crop[..., ::-1]
-        chw = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float()
-        return chw.sub_(self._mean).mul_(self._inv_std)
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+        return torch.from_numpy(crop).permute(2, 0, 1)

@@ -7,9 +7,17 @@ from torch import nn
 
 from posematch.models.checkpoints import load_pretrained_backbone
 
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 255 x (0.485, 0.456, 0.406)
+IMAGENET_STD = (58.395, 57.12, 57.375)  # 255 x (0.229, 0.224, 0.225)
+
 
 class TopDownModel(nn.Module):
-    """Images (B, 3, H, W), normalised crops -> heatmaps (B, K, H/4, W/4), raw (no activation).
+    """Images (B, 3, H, W) in pixel units -> heatmaps (B, K, H/4, W/4), raw (no activation).
+
+    The input is what the data pipeline yields: uint8 (or float) crops in 0-255, channels in the
+    pipeline's order (RGB unless configured otherwise). The model normalises them itself,
+    (x - mean) / std, on whatever device it runs, so loader workers ship uint8 (4x less data) and
+    every caller (training, evaluation, inference on new images) normalises the same way.
 
     Args:
         backbone: images -> features (``ResNet``, ``HRNet``, ...).
@@ -17,19 +25,32 @@ class TopDownModel(nn.Module):
         pretrained: optional local ImageNet checkpoint loaded into the backbone only (the head keeps
             its official initialisation); a missing file is an error naming the path. Nothing is
             ever downloaded.
+        mean, std: per-channel normalisation in pixel units (ImageNet's by default, applied in the
+            channel order the pipeline feeds, as the official code does).
 
     Parameter names are ``backbone.*`` and ``head.*``; ``posematch.models.checkpoints`` maps the
     official and mmpose checkpoints onto them.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, pretrained: str | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        pretrained: str | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        # Not persistent: checkpoints (ours and the official ones) hold only learned weights.
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         if pretrained:
             load_pretrained_backbone(
                 backbone, pretrained, keep_prefixes=getattr(backbone, "pretrained_layers", None)
             )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
+        x = (images.to(self.mean.dtype) - self.mean) * self.inv_std
+        return self.head(self.backbone(x))

@@ -60,7 +60,7 @@ def test_detection_boxes_and_score_threshold():
 def test_sample_has_image_targets_weights_and_meta():
     ds = coco_dataset()
     sample = ds[0]
-    assert sample["image"].shape == (3, 256, 192) and sample["image"].dtype == torch.float32
+    assert sample["image"].shape == (3, 256, 192) and sample["image"].dtype == torch.uint8
     assert sample["target"].shape == (17, 2)
     torch.testing.assert_close(sample["target"], sample["keypoints"] / 4)
     assert sample["target_weight"].tolist() == [1.0] * 17

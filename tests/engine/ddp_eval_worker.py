@@ -21,6 +21,7 @@ from posematch.data.transforms import TopDownPipeline
 from posematch.engine import dist
 from posematch.engine.evaluate import collect_predictions
 from posematch.evaluation.coco import CocoKeypointEvaluator
+from posematch.models.pose_model import TopDownModel
 from tests.conftest import SHARED_DATA
 
 ROOT = SHARED_DATA / "coco_sample"
@@ -28,9 +29,8 @@ ROOT = SHARED_DATA / "coco_sample"
 
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 17, 3, stride=2, padding=1)
-    )
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+    return TopDownModel(backbone, nn.Conv2d(8, 17, 3, stride=2, padding=1))
 
 
 def dataset() -> CocoKeypoints:

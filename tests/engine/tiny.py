@@ -12,16 +12,17 @@ from posematch.data.coco import CocoKeypoints
 from posematch.data.keypoints import COCO
 from posematch.data.synthetic import generate
 from posematch.data.transforms import TopDownPipeline
+from posematch.models.pose_model import TopDownModel
 
 INPUT, HEATMAP = (32, 48), (8, 12)
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
-    """A BatchNorm-free stride-4 network, so DDP shards compute exactly what one process does."""
+    """A BatchNorm-free stride-4 network, so DDP shards compute exactly what one process does;
+    wrapped in TopDownModel, which normalises the pipeline's uint8 crops."""
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 17, 3, stride=2, padding=1)
-    )
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+    return TopDownModel(backbone, nn.Conv2d(8, 17, 3, stride=2, padding=1))
 
 
 def synthetic_set(root: Path, num_train: int = 12) -> CocoKeypoints:
