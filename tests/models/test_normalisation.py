@@ -21,6 +21,8 @@ def test_uint8_and_float_pixels_are_normalised_with_imagenet_statistics():
     model(pixels)
     torch.testing.assert_close(probe.seen, torch.zeros(2, 3, 4, 4))
     model(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
-    expected = (255 - torch.tensor([123.675, 116.28, 103.53])) / torch.tensor([58.395, 57.12, 57.375])
+    expected = (255 - torch.tensor([123.675, 116.28, 103.53])) / torch.tensor(
+        [58.395, 57.12, 57.375]
+    )
     torch.testing.assert_close(probe.seen[0, :, 0, 0], expected)
     assert "mean" not in model.state_dict() and "inv_std" not in model.state_dict()
