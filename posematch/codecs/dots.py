@@ -40,6 +40,8 @@ class DotCodec:
     ) -> None:
         check_mode(demanders)
         self.geometry = HeatmapGeometry(input_size, heatmap_size, udp)
+        self._scale = torch.tensor(self.geometry.scale, dtype=torch.float32)
+        self._upper = torch.tensor(self.geometry.heatmap_size, dtype=torch.float32) - 0.5
         self.demanders = demanders
         self.decoder = decoder
         self._decode = get_decoder(decoder, blur_kernel)
@@ -55,12 +57,9 @@ class DotCodec:
             DotTargets with dots in heatmap pixels; weight 0 for unlabelled joints and for dots that
             fall in no heatmap pixel (outside [-0.5, w - 0.5) x [-0.5, h - 0.5)).
         """
-        dots = self.geometry.to_heatmap(keypoints.float())
-        w, h = self.geometry.heatmap_size
-        inside = (
-            (dots[..., 0] >= -0.5) & (dots[..., 0] < w - 0.5)
-            & (dots[..., 1] >= -0.5) & (dots[..., 1] < h - 0.5)
-        )  # fmt: skip
+        dots = keypoints.float() * self._scale.to(keypoints.device)
+        # Few ops on purpose: datasets call this once per sample, where op overhead dominates.
+        inside = ((dots >= -0.5) & (dots < self._upper.to(keypoints.device))).all(dim=-1)
         weights = ((visible > 0) & inside).to(dots.dtype)
         return DotTargets(keypoints=dots, weights=weights)
 

@@ -175,9 +175,9 @@ class TopDownPipeline:
                 if box is not None:
                     center, scale = box
             sf, rf = self.scale_factor, self.rotation_factor
-            scale = scale * np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf)
+            scale = scale * min(max(rng.standard_normal() * sf + 1, 1 - sf), 1 + sf)
             if rng.random() <= self.rotation_prob:
-                rot = float(np.clip(rng.standard_normal() * rf, -rf * 2, rf * 2))
+                rot = float(min(max(rng.standard_normal() * rf, -rf * 2), rf * 2))
             if self.flip and rng.random() <= 0.5:
                 flipped = True
                 width = image.shape[1]
