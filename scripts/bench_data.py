@@ -62,7 +62,7 @@ def crop_matrices(ds: TopDownDataset, n: int) -> list[np.ndarray]:
     mats = []
     for i in range(n):
         meta = ds[i % len(ds)]["meta"]
-        inverse = np.vstack([meta["inverse"].numpy(), [0.0, 0.0, 1.0]])
+        inverse = np.vstack([np.asarray(meta["inverse"]), [0.0, 0.0, 1.0]])
         mats.append(np.linalg.inv(inverse)[:2])
     return mats
 

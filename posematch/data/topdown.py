@@ -123,22 +123,21 @@ class TopDownDataset(Dataset):
     def _sample(self, inst: Instance, image: np.ndarray, index: int) -> dict[str, Any]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
         crop = self.pipeline(image, inst.keypoints, inst.visible, inst.center, inst.scale, rng)
-        targets = self.codec.encode(
-            torch.from_numpy(crop.keypoints).float(), torch.from_numpy(crop.visible)
-        )
+        keypoints = torch.from_numpy(crop.keypoints.astype(np.float32))
+        targets = self.codec.encode(keypoints, torch.from_numpy(crop.visible))
         target = targets.keypoints if hasattr(targets, "keypoints") else targets.heatmaps
         return {
             "image": crop.image,
             "target": target,
             "target_weight": targets.weights,
-            "keypoints": torch.from_numpy(crop.keypoints).float(),  # input pixels
+            "keypoints": keypoints,  # input pixels
             "meta": {
                 "image_id": inst.image_id,
-                "center": torch.from_numpy(crop.center),
-                "scale": torch.from_numpy(crop.scale),
+                "center": crop.center,
+                "scale": crop.scale,
                 "rotation": crop.rotation,
                 "flipped": crop.flipped,
-                "inverse": torch.from_numpy(crop.inverse),
+                "inverse": crop.inverse,  # numpy: default_collate makes batched tensors
                 "score": inst.score,
                 "area": inst.area,
                 "index": index,
