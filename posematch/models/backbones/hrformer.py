@@ -264,12 +264,5 @@ class HRFormer(nn.Module):
             elif isinstance(m, WindowAttention):
                 nn.init.trunc_normal_(m.relative_position_bias_table, std=0.02)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(images)))
-        x = self.relu(self.bn2(self.conv2(x)))
-        ys = [self.layer1(x)]
-        for stage in (2, 3, 4):
-            transition = getattr(self, f"transition{stage - 1}")
-            xs = [t(ys[i] if i < len(ys) else ys[-1]) for i, t in enumerate(transition)]
-            ys = getattr(self, f"stage{stage}")(xs)
-        return ys[0]
+    # Same stem, transitions and stage attributes as HRNet, so the same wiring runs both.
+    forward = HRNet.forward
