@@ -26,9 +26,10 @@ from posematch.models.backbones.hrnet import (
     STEM_CHANNELS,
     Bottleneck,
     HRNet,
-    make_blocks,
+    add_stem,
     run_branches_and_fuse,
 )
+from posematch.models.init import init_conv_bn_
 
 
 class WindowAttention(nn.Module):
@@ -217,12 +218,7 @@ class HRFormer(nn.Module):
                 f"num_modules={num_modules}, num_heads={num_heads}: expected 3 and 4 entries"
             )
         self.out_channels = width
-        self.conv1 = nn.Conv2d(3, STEM_CHANNELS, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
-        self.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, 3, 2, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(STEM_CHANNELS)
-        self.relu = nn.ReLU(inplace=True)
-        self.layer1 = make_blocks(Bottleneck, STEM_CHANNELS, STEM_CHANNELS, stage1_blocks)
+        add_stem(self, stage1_blocks)
 
         # Plain floats (not torch.linspace): construction must also work under torch.device("meta").
         n_blocks = sum(num_modules) * num_blocks
@@ -251,11 +247,9 @@ class HRFormer(nn.Module):
     def _init_weights(self) -> None:
         # HRNet's conv/BN initialisation; transformer parts as in Swin / mmpose (trunc normal 0.02).
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d | nn.LayerNorm):
+            if init_conv_bn_(m):
+                continue
+            if isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):

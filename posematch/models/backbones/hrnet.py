@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from posematch.models.init import init_official_
+
 STEM_CHANNELS = 64
 
 
@@ -177,6 +179,17 @@ class HighResolutionModule(nn.Module):
         return run_branches_and_fuse(self.branches, self.fuse_layers, self.relu, xs)
 
 
+def add_stem(module: nn.Module, stage1_blocks: int) -> None:
+    """The pose-HRNet stem on ``module``, under the official names: two stride-2 3x3 convs
+    (``conv1``/``bn1``, ``conv2``/``bn2``, ``relu``) and the Bottleneck ``layer1``."""
+    module.conv1 = nn.Conv2d(3, STEM_CHANNELS, 3, 2, 1, bias=False)
+    module.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
+    module.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, 3, 2, 1, bias=False)
+    module.bn2 = nn.BatchNorm2d(STEM_CHANNELS)
+    module.relu = nn.ReLU(inplace=True)
+    module.layer1 = make_blocks(Bottleneck, STEM_CHANNELS, STEM_CHANNELS, stage1_blocks)
+
+
 class HRNet(nn.Module):
     """Pose HRNet backbone: images (B, 3, H, W) -> features (B, width, H/4, W/4).
 
@@ -207,12 +220,7 @@ class HRNet(nn.Module):
         if len(num_modules) != 3 or min(num_modules) < 1:
             raise ValueError(f"num_modules={num_modules}: expected 3 positive counts (stages 2-4)")
         self.out_channels = width
-        self.conv1 = nn.Conv2d(3, STEM_CHANNELS, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
-        self.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, 3, 2, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(STEM_CHANNELS)
-        self.relu = nn.ReLU(inplace=True)
-        self.layer1 = make_blocks(Bottleneck, STEM_CHANNELS, STEM_CHANNELS, stage1_blocks)
+        add_stem(self, stage1_blocks)
 
         previous = [STEM_CHANNELS * Bottleneck.expansion]
         for stage, modules in enumerate(num_modules, start=2):
@@ -231,7 +239,7 @@ class HRNet(nn.Module):
                 ),
             )
             previous = channels
-        self._init_weights()
+        init_official_(self)
 
     @staticmethod
     def _transition(previous: list[int], channels: list[int]) -> nn.ModuleList:
@@ -246,16 +254,6 @@ class HRNet(nn.Module):
                 steps.append(_conv_bn(previous[-1], c, 3, 2))
                 layers.append(nn.Sequential(*steps))
         return nn.ModuleList(layers)
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(images)))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from posematch.models.init import init_official_
+
 # (padding, output_padding) that make a stride-2 transposed conv exactly double the size.
 _DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}
 
@@ -59,17 +61,7 @@ class DeconvHead(nn.Module):
         self.deconv_layers = nn.Sequential(*layers)
         head_in = deconv_channels if num_deconv else in_channels
         self.final_layer = nn.Conv2d(head_in, num_keypoints, final_kernel, 1, final_kernel // 2)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d | nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_official_(self)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.final_layer(self.deconv_layers(features))
