@@ -69,3 +69,13 @@ def test_config_mistakes_stop_before_training_naming_the_option(tmp_path, overri
 def test_unknown_model_is_named():
     with pytest.raises(HydraException, match="nonexistent_net"):
         _compose(["model=nonexistent_net"])
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_for_evaluation_with_the_same_model_and_codec(experiment):
+    train = _compose([f"experiment={experiment}"])
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        evaluate = compose("evaluate", overrides=[f"experiment={experiment}", "checkpoint=x"])
+    assert evaluate.model == train.model
+    assert evaluate.codec == train.codec
+    assert evaluate.loss._target_ == train.loss._target_

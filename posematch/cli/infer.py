@@ -1,0 +1,441 @@
+"""``posematch-infer``: poses on new images, a folder of images or a video.
+
+    posematch-infer checkpoint=outputs/train/x/best.pth input=photo.jpg [boxes=detections.json]
+
+Top-down, as the official SimpleBaseline / HRNet test: every person box becomes a crop at the input
+aspect ratio padded x1.25 (the evaluation pipeline of the data config), the model runs with the flip
+test (``test.flip``, ``test.shift``), the codec decodes and ``posematch.inference`` maps the keypoints
+back to image pixels with the exact inverse of the crop.
+
+- Model, codec and joints: from ``.hydra/config.yaml`` when the checkpoint sits in a
+  ``posematch-train`` run directory, else from the composed config (``model=``, ``data=``, ...).
+- Input: one image, a folder of images (jpg/jpeg/png/bmp, sorted by name, not recursive) or a video
+  (mp4/avi/mov/mkv). Image ids: the file stem as a number when every stem is one (COCO names such as
+  ``000000000785.jpg`` -> 785), else the 0-based position in the sorted list; video frames: the
+  frame index.
+- Person boxes, first that applies: ``boxes=`` a COCO detection results file (person category 1,
+  ``score >= det_score_thr``, empty boxes dropped; a detection with a ``file_name`` key goes to the image of that file
+  name, else to the image whose numeric stem equals its ``image_id``, or to that frame of a video);
+  a torchvision Faster R-CNN R50-FPN from local weights (``detector``, ``detector_weights``; never
+  downloaded); else the whole image as one box of score 1.
+- Output: ``output_dir/vis/<stem>.jpg`` (or ``vis/<video name>``, same container) with the skeletons,
+  and ``output_dir/keypoints.json`` in the COCO keypoint results format
+  ``[{image_id, category_id: 1, keypoints: [x, y, score] * K, score, file_name}]`` (image pixels);
+  the instance score is the box score x the mean of the keypoint scores above 0.2 (official
+  rescoring, 0 when none passes). No OKS-NMS: one result per box.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config, trained_model
+from posematch.data.boxes import box_to_center_scale
+from posematch.draw import draw_pose
+from posematch.evaluation.coco import rescore, results_list, write_results
+from posematch.inference import predict
+
+log = logging.getLogger("posematch.infer")
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v"}
+PERSON = 1
+# Boxes as (N, 4) float64 (x, y, w, h) image pixels and (N,) scores.
+Boxes = tuple[np.ndarray, np.ndarray]
+Detector = Callable[[np.ndarray], Boxes]
+
+
+@dataclass
+class Frame:
+    """One image (or video frame) and its person boxes."""
+
+    image: np.ndarray  # (H, W, 3) uint8 BGR
+    image_id: int
+    file_name: str
+    boxes: np.ndarray  # (N, 4) x, y, w, h in image pixels
+    box_scores: np.ndarray  # (N,)
+    show_boxes: bool  # draw the boxes (detections), not the whole-image default
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def find_input(path: str | Path) -> tuple[str, list[Path]]:
+    """``("images", sorted image paths)`` or ``("video", [path])``; errors name the path."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input={path}: no such file or folder")
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        if not images:
+            exts = "/".join(e[1:] for e in IMAGE_EXTS)
+            raise FileNotFoundError(f"input={path}: folder holds no image ({exts})")
+        return "images", images
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTS:
+        return "images", [path]
+    if suffix in VIDEO_FOURCC:
+        return "video", [path]
+    known = ", ".join(e[1:] for e in (*IMAGE_EXTS, *VIDEO_FOURCC))
+    raise ValueError(f"input={path}: unknown extension {path.suffix!r} (expected {known})")
+
+
+def image_ids(paths: list[Path]) -> list[int]:
+    """int(stem) for every image when all stems are distinct numbers, else positions 0..N-1."""
+    stems = [p.stem for p in paths]
+    if all(s.isdecimal() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return [int(s) for s in stems]
+    return list(range(len(paths)))
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"{path}: cannot read the image (corrupt or not an image)")
+    return image
+
+
+# ---------------------------------------------------------------------------- boxes
+
+
+class BoxFile:
+    """Person detections of a COCO results file, looked up by file name or by numeric image id."""
+
+    def __init__(self, path: str | Path, score_thr: float) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"boxes={path}: detection file not found")
+        try:
+            dets = json.loads(self.path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"boxes={path}: not a readable JSON file ({err})") from err
+        if not isinstance(dets, list):
+            raise ValueError(f"boxes={path}: expected a JSON list of detections")
+        self.by_name: dict[str, list[tuple[list[float], float]]] = {}
+        self.by_id: dict[int, list[tuple[list[float], float]]] = {}
+        self.used = 0
+        for i, det in enumerate(dets):
+            try:
+                if int(det.get("category_id", PERSON)) != PERSON or det["score"] < score_thr:
+                    continue
+                entry = ([float(v) for v in det["bbox"]], float(det["score"]))
+                if len(entry[0]) != 4:
+                    raise ValueError(f"bbox has {len(entry[0])} values, not 4")
+                if entry[0][2] <= 0 or entry[0][3] <= 0:
+                    continue  # an empty box has no crop
+                if "file_name" in det:
+                    self.by_name.setdefault(Path(det["file_name"]).name, []).append(entry)
+                else:
+                    self.by_id.setdefault(int(det["image_id"]), []).append(entry)
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                raise ValueError(f"boxes={path}: detection #{i} is malformed ({err})") from err
+
+    def lookup(self, file_name: str, number: int | None) -> Boxes:
+        """Boxes of the image ``file_name`` (numeric stem / frame index ``number``, if any)."""
+        found = list(self.by_name.get(file_name, []))
+        if number is not None:
+            found += self.by_id.get(number, [])
+        self.used += len(found)
+        return (
+            np.array([b for b, _ in found], dtype=np.float64).reshape(-1, 4),
+            np.array([s for _, s in found], dtype=np.float64),
+        )
+
+
+def whole_image(image: np.ndarray) -> Boxes:
+    """The whole image as one box of score 1 (pixel centres 0 .. W-1, 0 .. H-1)."""
+    h, w = image.shape[:2]
+    return np.array([[0.0, 0.0, w - 1.0, h - 1.0]]), np.ones(1)
+
+
+# ---------------------------------------------------------------------------- detector
+
+
+def torchvision_weight_files() -> dict[str, str]:
+    """File names of torchvision's COCO Faster R-CNN R50-FPN weights -> ``"v1"`` / ``"v2"``."""
+    from torchvision.models.detection import (
+        FasterRCNN_ResNet50_FPN_V2_Weights,
+        FasterRCNN_ResNet50_FPN_Weights,
+    )
+
+    return {
+        Path(FasterRCNN_ResNet50_FPN_Weights.COCO_V1.url).name: "v1",
+        Path(FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1.url).name: "v2",
+    }
+
+
+def find_detector_weights() -> Path | None:
+    """torchvision's Faster R-CNN weights in the torch hub checkpoints cache, if present."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    for name in torchvision_weight_files():
+        if (cache / name).is_file():
+            return cache / name
+    return None
+
+
+def torchvision_detector(weights: str | Path, device: torch.device, score_thr: float) -> Detector:
+    """A Faster R-CNN R50-FPN (v1 or v2, told apart by its keys) from a local weights file, as a
+    function BGR image -> person boxes (x, y, w, h) with ``score >= score_thr``."""
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn, fasterrcnn_resnet50_fpn_v2
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    v2 = any(k.startswith("roi_heads.box_head.0.") for k in state)  # v1: box_head.fc6 / fc7
+    build = fasterrcnn_resnet50_fpn_v2 if v2 else fasterrcnn_resnet50_fpn
+    model = build(weights=None, weights_backbone=None, num_classes=91)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"detector_weights={weights}: not Faster R-CNN R50-FPN COCO weights ({err})"
+        ) from err
+    model.eval().to(device)
+
+    @torch.no_grad()
+    def detect(image: np.ndarray) -> Boxes:
+        rgb = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1)
+        out = model([rgb.to(device, torch.float32) / 255.0])[0]
+        size = out["boxes"][:, 2:] - out["boxes"][:, :2]
+        keep = (out["labels"] == PERSON) & (out["scores"] >= score_thr) & (size > 0).all(1)
+        xyxy = out["boxes"][keep].double().cpu().numpy()
+        xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        return xywh, out["scores"][keep].double().cpu().numpy()
+
+    return detect
+
+
+def load_detector(cfg: DictConfig, device: torch.device) -> Detector | None:
+    """The person detector asked for by ``detector`` / ``detector_weights``, or None."""
+    mode = cfg.detector
+    if mode not in ("auto", "none", "torchvision"):
+        raise ValueError(f"detector={mode!r}: expected auto, none or torchvision")
+    if mode == "none":
+        return None
+    if cfg.detector_weights:
+        weights = Path(cfg.detector_weights)
+        if not weights.is_file():
+            raise FileNotFoundError(f"detector_weights={weights}: file not found")
+    else:
+        weights = find_detector_weights()
+    if weights is None:
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        if mode == "torchvision":
+            names = " or ".join(torchvision_weight_files())
+            raise FileNotFoundError(
+                f"detector=torchvision: no weights; set detector_weights=path/to/{names} or put it "
+                f"in {cache} (nothing is downloaded)"
+            )
+        log.info("no detector weights in %s: the whole image is one person box", cache)
+        return None
+    log.info("person detector: Faster R-CNN from %s", weights)
+    return torchvision_detector(weights, device, cfg.det_score_thr)
+
+
+# ---------------------------------------------------------------------------- prediction
+
+
+def predict_frames(
+    frames: Iterable[Frame],
+    model: torch.nn.Module,
+    codec: Any,
+    pipeline: Any,
+    device: torch.device,
+    flip_perm: list[int] | None,
+    shift: bool,
+    batch_size: int,
+) -> Iterator[tuple[Frame, np.ndarray, np.ndarray]]:
+    """Frames with their people's keypoints (N, K, 2) image px and scores (N, K), in input order.
+
+    Crops of consecutive frames are batched together, ``batch_size`` per forward pass.
+    """
+    k = pipeline.spec.num_keypoints
+    pending: list[Frame] = []
+    crops: list[torch.Tensor] = []
+    inverses: list[np.ndarray] = []
+
+    def flush() -> Iterator[tuple[Frame, np.ndarray, np.ndarray]]:
+        kpts, scores = np.zeros((0, k, 2)), np.zeros((0, k))
+        if crops:
+            parts = []
+            for i in range(0, len(crops), batch_size):
+                images = torch.stack(crops[i : i + batch_size]).to(device)
+                inverse = torch.from_numpy(np.stack(inverses[i : i + batch_size]))
+                parts.append(predict(model, images, inverse, codec, flip_perm, shift))
+            kpts = torch.cat([p[0] for p in parts]).numpy()
+            scores = torch.cat([p[1] for p in parts]).numpy()
+        start = 0
+        for frame in pending:
+            n = len(frame.boxes)
+            yield frame, kpts[start : start + n], scores[start : start + n]
+            start += n
+        pending.clear()
+        crops.clear()
+        inverses.clear()
+
+    for frame in frames:
+        for box in frame.boxes:
+            center, scale = box_to_center_scale(box, pipeline.aspect_ratio)
+            crop = pipeline(frame.image, np.zeros((k, 2)), np.ones(k), center, scale)
+            crops.append(crop.image)
+            inverses.append(crop.inverse)
+        pending.append(frame)
+        if len(crops) >= batch_size:
+            yield from flush()
+    yield from flush()
+
+
+def model_config(cfg: DictConfig) -> DictConfig:
+    """The config the model / codec / joints come from: the training run's, else ``cfg``."""
+    run_dir = Path(cfg.checkpoint).parent
+    source = cfg
+    if (run_dir / ".hydra" / "config.yaml").is_file():
+        log.info("model, codec and data config from the training run %s", run_dir)
+        source = saved_config(run_dir)
+    source = copy.deepcopy(source)
+    if "pretrained" in source.model:
+        source.model.pretrained = None  # the checkpoint holds every weight
+    return source
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Infer as configured; returns ``{"images", "people", "vis", "keypoints"}`` (counts, paths)."""
+    if not Path(cfg.checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
+    kind, paths = find_input(cfg.input)
+    local = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = resolve_device(cfg.device, local)
+    box_file = BoxFile(cfg.boxes, cfg.det_score_thr) if cfg.boxes else None
+    detector = None if box_file is not None else load_detector(cfg, device)
+
+    source = model_config(cfg)
+    model = trained_model(source, cfg.checkpoint).to(device)
+    codec = instantiate(source.codec)
+    spec = instantiate(source.data.spec)
+    pipeline = instantiate(source.data.val.pipeline, train=False)
+    flip_perm = spec.flip_permutation() if cfg.test.flip else None
+
+    def make_frame(image: np.ndarray, image_id: int, file_name: str, number: int | None) -> Frame:
+        if box_file is not None:
+            boxes, scores = box_file.lookup(file_name, number)
+        elif detector is not None:
+            boxes, scores = detector(image)
+        else:
+            boxes, scores = whole_image(image)
+        shown = box_file is not None or detector is not None
+        return Frame(image, image_id, file_name, boxes, scores, shown)
+
+    def image_frames() -> Iterator[Frame]:
+        for path, image_id in zip(paths, image_ids(paths), strict=True):
+            number = int(path.stem) if path.stem.isdecimal() else None
+            yield make_frame(read_image(path), image_id, path.name, number)
+
+    def video_frames(capture: cv2.VideoCapture) -> Iterator[Frame]:
+        index = 0
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                return
+            yield make_frame(image, index, paths[0].name, index)
+            index += 1
+
+    out_dir = Path(cfg.output_dir)
+    vis_dir = out_dir / "vis"
+    vis_dir.mkdir(parents=True, exist_ok=True)
+    capture = writer = None
+    if kind == "video":
+        capture = cv2.VideoCapture(str(paths[0]))
+        if not capture.isOpened():
+            raise OSError(f"input={paths[0]}: cannot open the video")
+        frames: Iterable[Frame] = video_frames(capture)
+    else:
+        frames = image_frames()
+
+    stems = [p.stem for p in paths]
+    results: list[dict[str, Any]] = []
+    n_images = n_people = 0
+    vis_path = vis_dir
+    try:
+        predictions = predict_frames(
+            frames, model, codec, pipeline, device, flip_perm, cfg.test.shift, cfg.test.batch_size
+        )
+        for frame, kpts, kpt_scores in predictions:
+            n_images += 1
+            n_people += len(kpts)
+            scores = rescore(frame.box_scores, kpt_scores, 0.2)
+            entries = results_list(np.full(len(kpts), frame.image_id), kpts, kpt_scores, scores)
+            results += [{**e, "file_name": frame.file_name} for e in entries]
+            canvas = frame.image
+            for i in range(len(kpts)):
+                box = frame.boxes[i] if frame.show_boxes else None
+                draw_pose(canvas, kpts[i], kpt_scores[i], spec, cfg.vis_thr, box=box)
+            if kind == "video":
+                if writer is None:
+                    vis_path = vis_dir / paths[0].name
+                    writer = open_writer(vis_path, capture, canvas.shape)
+                writer.write(canvas)
+            else:
+                target = vis_dir / vis_name(frame.file_name, stems)
+                if not cv2.imwrite(str(target), canvas):
+                    raise OSError(f"{target}: cannot write the image")
+    finally:
+        if capture is not None:
+            capture.release()
+        if writer is not None:
+            writer.release()
+    if kind == "video" and n_images == 0:
+        raise OSError(f"input={paths[0]}: no frame could be read from the video")
+    if box_file is not None and box_file.used == 0:
+        log.warning(
+            "boxes=%s: no detection matched an input image (by file_name, or image_id = numeric "
+            "file stem / frame index)",
+            cfg.boxes,
+        )
+    json_path = out_dir / "keypoints.json"
+    write_results(results, str(json_path))
+    what = _count(n_images, "frame" if kind == "video" else "image")
+    what += f" of {paths[0].name}" if kind == "video" else ""
+    people = _count(n_people, "person", "people")
+    print(f"posematch-infer: {what}, {people}; drawings in {vis_path}, keypoints in {json_path}")
+    return {"images": n_images, "people": n_people, "vis": vis_path, "keypoints": json_path}
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def vis_name(file_name: str, stems: list[str]) -> str:
+    """``<stem>.jpg``; ``<file name>.jpg`` when two inputs share the stem (a.jpg, a.png)."""
+    stem = Path(file_name).stem
+    return f"{file_name if stems.count(stem) > 1 else stem}.jpg"
+
+
+def open_writer(path: Path, capture: cv2.VideoCapture, shape: tuple[int, ...]) -> cv2.VideoWriter:
+    """A video writer at the input's frame rate (25 when unknown), codec by container."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if fps > 0 else 25.0  # also when NaN
+    fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[path.suffix.lower()])
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (shape[1], shape[0]))
+    if not writer.isOpened():
+        raise OSError(f"{path}: cannot open a video writer ({VIDEO_FOURCC[path.suffix.lower()]})")
+    return writer
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="infer")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
