@@ -115,7 +115,6 @@ def train_one_epoch(
     device: torch.device,
     epoch: int,
     step: int,
-    base_lrs: Sequence[float],
     logger: RunLogger,
 ) -> tuple[float, int, dict[str, float]]:
     """One epoch; returns the mean loss over all ranks, the new global step and extra stats."""
@@ -129,13 +128,19 @@ def train_one_epoch(
     if settings.max_steps_per_epoch is not None:
         steps = min(steps, settings.max_steps_per_epoch)
     progress = logger.progress(steps, f"epoch {epoch + 1}")
+    # The scheduler's lr for this epoch; warm-up scales it and hands it back unchanged, so that a
+    # per-epoch scheduler (MultiStepLR multiplies the lr it finds) never sees a warm-up value.
+    scheduled = [group["lr"] for group in optimizer.param_groups]
     for i, batch in enumerate(loader):
         if i >= steps:
             break
-        factor = _warmup_factor(step, settings)
-        if settings.warmup_iters:
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
+        if step < settings.warmup_iters:
+            factor = _warmup_factor(step, settings)
+            for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
+                group["lr"] = lr * factor
+        elif settings.warmup_iters and step == settings.warmup_iters:
+            for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
+                group["lr"] = lr
         images = batch["image"].to(device, non_blocking=True)
         target = batch["target"].to(device, non_blocking=True)
         weight = batch["target_weight"].to(device, non_blocking=True)
@@ -165,6 +170,8 @@ def train_one_epoch(
         progress.update(loss.item())
         logger.scalar("train/loss_step", loss.item(), step)
     progress.close()
+    for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
+        group["lr"] = lr
     if steps:
         logger.heatmaps(epoch + 1, heatmaps[0], target[0], weight[0])
     if dist.is_distributed():
@@ -228,7 +235,6 @@ def fit(
     scheduler = scheduler_fn(optimizer) if scheduler_fn is not None else None
     use_scaler = settings.amp == "fp16" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
     start_epoch, step, best = 0, 0, -math.inf
     history: list[float] = []
 
@@ -255,8 +261,7 @@ def fit(
     try:
         for epoch in range(start_epoch, settings.epochs):
             loss, step, extra = train_one_epoch(
-                wrapped, loss_fn, loader, optimizer, scaler, settings, device, epoch, step,
-                base_lrs, logger,
+                wrapped, loss_fn, loader, optimizer, scaler, settings, device, epoch, step, logger,
             )  # fmt: skip
             history.append(loss)
             if scheduler is not None:

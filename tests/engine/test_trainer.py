@@ -90,3 +90,29 @@ def test_heatmap_panel_marks_the_ground_truth_dot_in_red():
     assert tile0[:, 2, 2].tolist() == [1.0, 1.0, 1.0]  # the prediction, white
     tile1 = panel[:, 1:7, 7:12]
     assert tile1[:, 0, 0].tolist() == [0.0, 0.0, 0.0]  # unlabelled: no dot drawn
+
+
+def test_warmup_scales_the_first_steps_and_leaves_the_epoch_schedule_alone(tmp_path):
+    data = synthetic_set(tmp_path / "synthetic")
+    seen: list[float] = []
+
+    class Recording(torch.optim.Adam):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    settings = TrainerSettings(
+        epochs=4, batch_size=4, num_workers=0, seed=3, warmup_iters=3, warmup_ratio=0.1
+    )
+    fit(
+        tiny_model(), SinkhornMatchingLoss(), data, partial(Recording, lr=1e-2), settings,
+        tmp_path / "run", torch.device("cpu"),
+        scheduler_fn=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2], gamma=0.1),
+    )  # fmt: skip
+    per_epoch = len(seen) // 4
+    assert per_epoch > 3
+    # warm-up: 1e-2 * (0.1 * (1 - s/3) + s/3) for steps s = 0, 1, 2; then the schedule: x0.1 at 2
+    expected = [1e-3, 4e-3, 7e-3] + [1e-2] * (2 * per_epoch - 3) + [1e-3] * (2 * per_epoch)
+    assert seen == pytest.approx(expected, rel=1e-12)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["lr"] for line in lines] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3])

@@ -151,3 +151,19 @@ def test_simplebaseline_resnet18_forward_on_cpu():
     with torch.no_grad():
         out = model(torch.randn(1, 3, 128, 96))
     assert out.shape == (1, 4, 32, 24) and torch.isfinite(out).all()
+
+
+def test_softplus_head_is_log1p_exp_of_the_same_conv_and_loads_the_same_keys():
+    torch.manual_seed(0)
+    plain, positive = Conv1x1Head(8, 5), Conv1x1Head(8, 5, activation="softplus")
+    positive.load_state_dict(plain.state_dict())  # no extra parameter: same keys, strict
+    features = torch.randn(2, 8, 6, 4, dtype=torch.float64) * 3000  # conv outputs of +-several
+    plain, positive = plain.double(), positive.double()
+    z = plain(features)
+    expected = torch.log1p(torch.exp(-z.abs())) + z.clamp_min(0)  # stable log(1 + e^z)
+    out = positive(features)
+    assert (out > 0).all()
+    # nn.Softplus returns z itself above z = 20, where they differ by log1p(e^-20) ~ 2e-9.
+    torch.testing.assert_close(out, expected, rtol=1e-8, atol=1e-12)
+    with pytest.raises(ValueError, match="activation='sigmoid'"):
+        Conv1x1Head(8, 5, activation="sigmoid")

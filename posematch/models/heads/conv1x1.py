@@ -1,12 +1,21 @@
 """HRNet / HRFormer head: one conv from the stride-4 features to the heatmaps.
 
 Named ``final_layer`` like the official ``pose_hrnet.py``; initialised normal(std=0.001), bias 0.
+
+``activation="softplus"`` (not in the official models) makes every heatmap value positive. The
+matching loss normalises relu(H); trained from scratch with Adam, a plain conv head drives every
+pixel of most heatmaps below zero within ~100 steps (measured on the synthetic demo: 99% of the
+pixels <= 0 after 250 steps, loss back at the uniform-mass level), and a heatmap without positive
+values has no gradient. With softplus the relu is the identity and no pixel dies. It adds no
+parameter, so checkpoints load either way.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+ACTIVATIONS = ("none", "softplus")
 
 
 class Conv1x1Head(nn.Module):
@@ -16,17 +25,25 @@ class Conv1x1Head(nn.Module):
         in_channels: channels of the backbone output (the HRNet width: 32 for W32, 48 for W48).
         num_keypoints: heatmap channels K (17 for COCO, 16 for MPII).
         kernel_size: 1 (official FINAL_CONV_KERNEL) or 3.
+        activation: ``"none"`` (official: raw conv output) or ``"softplus"`` (positive heatmaps).
     """
 
     def __init__(
-        self, in_channels: int = 32, num_keypoints: int = 17, kernel_size: int = 1
+        self,
+        in_channels: int = 32,
+        num_keypoints: int = 17,
+        kernel_size: int = 1,
+        activation: str = "none",
     ) -> None:
         super().__init__()
         if kernel_size not in (1, 3):
             raise ValueError(f"kernel_size={kernel_size}: expected 1 or 3")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}: expected one of {ACTIVATIONS}")
         self.final_layer = nn.Conv2d(in_channels, num_keypoints, kernel_size, 1, kernel_size // 2)
         nn.init.normal_(self.final_layer.weight, std=0.001)
         nn.init.zeros_(self.final_layer.bias)
+        self.activation = nn.Softplus() if activation == "softplus" else nn.Identity()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.final_layer(features)
+        return self.activation(self.final_layer(features))
