@@ -1,7 +1,10 @@
 """Heatmap decoders: (B, K, h, w) heatmaps -> (B, K, 2) keypoints in heatmap pixels + (B, K) scores.
 
 Every decoder scores a joint with the maximum of its raw heatmap (the convention of the official
-SimpleBaseline / HRNet / DARK code, which the COCO rescoring step expects).
+SimpleBaseline / HRNet / DARK code, which the COCO rescoring step expects). The window decoder can
+instead score with the share of the heatmap's mass inside its window (``score="mass"``): a heatmap
+trained with the matching loss has no fixed scale (relu(H) is normalised), so its maximum says little
+about confidence, while the mass share is in [0, 1] for any scale.
 
 - ``window`` (Qu et al., NeurIPS 2022, Sec. 3.3): the 2x2 window of adjacent pixels whose relu-mass
   is largest; the keypoint is the mean of its 4 pixel centres weighted by their normalised masses.
@@ -26,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from posematch.types import DecodedKeypoints
+
+SCORES = ("max", "mass")
 
 # cv2.getGaussianKernel uses these fixed taps for ksize <= 7 when sigma <= 0.
 _CV2_SMALL_GAUSSIAN = {
@@ -56,8 +61,14 @@ def _at(heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return heatmaps.flatten(2).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
 
 
-def decode_window(heatmaps: torch.Tensor) -> DecodedKeypoints:
-    """The paper's 2x2-window decoder; see the module docstring."""
+def decode_window(heatmaps: torch.Tensor, score: str = "max") -> DecodedKeypoints:
+    """The paper's 2x2-window decoder; see the module docstring.
+
+    ``score="max"`` scores a joint with the heatmap maximum (official); ``"mass"`` with the share of
+    the heatmap's relu-mass inside the chosen window, in [0, 1] (0 for a heatmap without mass).
+    """
+    if score not in SCORES:
+        raise ValueError(f"score={score!r}: expected one of {SCORES}")
     heatmaps = _check_heatmaps(heatmaps)
     scores = heatmaps.flatten(2).amax(dim=-1)
     mass = heatmaps.clamp_min(0)
@@ -76,6 +87,9 @@ def decode_window(heatmaps: torch.Tensor) -> DecodedKeypoints:
     dx = torch.where(empty, 0.5, (m10 + m11) / total)
     dy = torch.where(empty, 0.5, (m01 + m11) / total)
     keypoints = torch.stack([x0 + dx, y0 + dy], dim=-1)
+    if score == "mass":
+        heatmap_mass = mass.flatten(2).sum(dim=-1)
+        scores = torch.where(empty, 0.0, total / torch.where(empty, 1.0, heatmap_mass))
     return DecodedKeypoints(keypoints=keypoints, scores=scores)
 
 
@@ -158,10 +172,17 @@ def decode_dark(heatmaps: torch.Tensor, blur_kernel: int = 11) -> DecodedKeypoin
     return DecodedKeypoints(keypoints=keypoints, scores=scores)
 
 
-def get_decoder(name: str, blur_kernel: int = 11) -> Callable[[torch.Tensor], DecodedKeypoints]:
-    """The decoder called ``name`` (``window``, ``argmax`` or ``dark``)."""
+def get_decoder(
+    name: str, blur_kernel: int = 11, score: str = "max"
+) -> Callable[[torch.Tensor], DecodedKeypoints]:
+    """The decoder called ``name`` (``window``, ``argmax`` or ``dark``); ``score`` applies to
+    ``window`` only (``argmax`` and ``dark`` always score with the maximum)."""
     if name == "window":
-        return decode_window
+        if score not in SCORES:
+            raise ValueError(f"score={score!r}: expected one of {SCORES}")
+        return partial(decode_window, score=score)
+    if score != "max":
+        raise ValueError(f"score={score!r}: only the window decoder has scores other than 'max'")
     if name == "argmax":
         return decode_argmax
     if name == "dark":

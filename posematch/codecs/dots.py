@@ -25,6 +25,8 @@ class DotCodec:
         udp: UDP coordinate mapping instead of ``x / stride``.
         decoder: ``"window"`` (the paper's, default), ``"argmax"`` or ``"dark"``.
         blur_kernel: Gaussian kernel of the ``dark`` decoder.
+        score: keypoint score of the ``window`` decoder: ``"max"`` (the heatmap maximum, official)
+            or ``"mass"`` (share of the heatmap's mass in the window; scale-free, see decoders).
     """
 
     target_kind = "dots"  # what encode() gives: a loss with the same kind can consume it
@@ -37,6 +39,7 @@ class DotCodec:
         udp: bool = False,
         decoder: str = "window",
         blur_kernel: int = 11,
+        score: str = "max",
     ) -> None:
         check_mode(demanders)
         self.geometry = HeatmapGeometry(input_size, heatmap_size, udp)
@@ -44,7 +47,7 @@ class DotCodec:
         self._upper = torch.tensor(self.geometry.heatmap_size, dtype=torch.float32) - 0.5
         self.demanders = demanders
         self.decoder = decoder
-        self._decode = get_decoder(decoder, blur_kernel)
+        self._decode = get_decoder(decoder, blur_kernel, score)
 
     def encode(self, keypoints: torch.Tensor, visible: torch.Tensor) -> DotTargets:
         """Dots and weights from keypoints.

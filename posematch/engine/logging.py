@@ -114,6 +114,18 @@ class RunLogger:
                 self.writer.add_scalar(tag, value, epoch)
         log.info("epoch %d: %s", epoch, json.dumps(record))
 
+    def keep_epochs(self, last_epoch: int) -> None:
+        """Drop metrics.jsonl records after ``last_epoch`` (a resumed run redoes those epochs)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.enabled or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= last_epoch]
+        if len(kept) != len(lines):
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(path)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -258,6 +258,8 @@ def fit(
         wrapped = DistributedDataParallel(model, device_ids=ids)
     loader = train_loader(train_set, settings, device)
     logger = RunLogger(run_dir, enabled=dist.is_main(), log_every=settings.log_every)
+    # A run killed after logging an epoch but before its checkpoint redoes that epoch: one line each.
+    logger.keep_epochs(start_epoch)
     try:
         for epoch in range(start_epoch, settings.epochs):
             loss, step, extra = train_one_epoch(
@@ -286,9 +288,9 @@ def fit(
                         checkpoint.atomic_save(checkpoint.unwrap(model).state_dict(),
                                                run_dir / "best.pth")  # fmt: skip
             if dist.is_main():
+                logger.epoch(record)
                 state = _state(model, optimizer, scheduler, scaler, epoch + 1, best, step, history)
                 checkpoint.atomic_save(state, run_dir / "last.pth")
-                logger.epoch(record)
             dist.barrier()
     finally:
         logger.close()

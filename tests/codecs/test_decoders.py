@@ -83,3 +83,22 @@ def test_dark_matches_the_official_algorithm_with_cv2_blur(rng, kernel):
             got.keypoints[0, 0].numpy(), official_dark(heat, kernel), atol=2e-4
         )
         assert np.abs(got.keypoints[0, 0].numpy() - [mx, my]).max() < 0.1
+
+
+def test_window_mass_score_is_the_share_of_relu_mass_in_the_window_whatever_the_scale():
+    from posematch.codecs.decoders import get_decoder
+
+    heat = torch.full((1, 2, 5, 4), -1.0)
+    heat[0, 0, 1, 1], heat[0, 0, 1, 2], heat[0, 0, 2, 1] = 3.0, 1.0, 2.0  # window mass 6
+    heat[0, 0, 4, 3] = 2.0  # elsewhere: 2, so the share is 6 / 8
+    # joint 1: no positive value at all
+    for factor in (1.0, 1e-3, 1e4):
+        out = get_decoder("window", score="mass")(heat * factor)
+        assert out.scores[0].tolist() == pytest.approx([0.75, 0.0], rel=1e-6)
+        # the keypoint itself does not depend on the score: mass-weighted mean of the window
+        assert out.keypoints[0, 0].tolist() == pytest.approx([1 + 1 / 6, 1 + 2 / 6], rel=1e-6)
+    assert get_decoder("window")(heat).scores[0].tolist() == [3.0, -1.0]  # official: the maximum
+    with pytest.raises(ValueError, match="score='mass'"):
+        get_decoder("argmax", score="mass")
+    with pytest.raises(ValueError, match="score='top'"):
+        get_decoder("window", score="top")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -43,3 +44,19 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
     torch.testing.assert_close(
         torch.tensor(b["history"]), torch.tensor(a["history"]), rtol=1e-4, atol=0
     )
+
+
+def test_when_a_rank_dies_the_others_stop_with_an_error_instead_of_hanging(tmp_path):
+    data = tmp_path / "synthetic"
+    synthetic_set(data, num_train=16)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(WORKER), str(data), str(tmp_path / "run"), "8", "1"]  # fmt: skip
+    start = time.monotonic()
+    # Rank 0 waits in the gradient all-reduce for a rank that is gone; torchrun's agent sees rank 1
+    # fail and stops rank 0. The subprocess timeout turns a hang into a failure of this test.
+    proc = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "exitcode" in proc.stderr and ": 3" in proc.stderr, proc.stderr[-3000:]
+    assert time.monotonic() - start < 300
+    assert not (tmp_path / "run" / "last.pth").exists()  # no epoch finished: nothing half-written

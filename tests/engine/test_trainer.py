@@ -116,3 +116,15 @@ def test_warmup_scales_the_first_steps_and_leaves_the_epoch_schedule_alone(tmp_p
     assert seen == pytest.approx(expected, rel=1e-12)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["lr"] for line in lines] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3])
+
+
+def test_resume_drops_metrics_of_epochs_the_checkpoint_does_not_have(tmp_path):
+    data = synthetic_set(tmp_path / "synthetic")
+    _fit(tmp_path / "run", data, epochs=2)
+    # As if killed after logging epoch 3 but before its checkpoint was renamed into place.
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 3, "train_loss": -1.0}) + "\n")
+    _fit(tmp_path / "run", data, epochs=3, resume="auto")
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["train_loss"] > 0

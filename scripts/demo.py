@@ -1,0 +1,186 @@
+"""The main job on the embedded synthetic data: matching loss vs Gaussian-MSE baseline (``make demo``).
+
+    python scripts/demo.py [--data data/synthetic] [--runs runs/demo] [--out results] [overrides ...]
+
+1. Writes the synthetic COCO-format dataset (``posematch.data.synthetic``) when it is missing.
+2. Trains the same small model twice with ``posematch-train`` -- ``experiment=demo/synthetic_sinkhorn``
+   (the matching loss) and ``experiment=demo/synthetic_mse`` (the baseline) -- with the same seed,
+   data, schedule and number of steps. Each run validates every epoch with pycocotools' COCOeval
+   (OKS-AP on the synthetic val split, ground-truth boxes, flip test), so its ``metrics.jsonl``
+   holds the loss and the AP of every epoch. An interrupted demo continues where it stopped
+   (``resume=auto``); ``--fresh`` starts over.
+3. Prints the paper-style table (AP AP50 AP75 APM APL AR of the last epoch, and the matching loss's
+   gain) and writes it to ``results/demo.md``, with the heatmap figure (``fig3_heatmaps.png``) and
+   the loss-vs-localisation plot (``loss_vs_localisation.png``) beside it.
+
+Extra arguments are Hydra overrides given to both runs (e.g. ``trainer.epochs=2`` for a quick look).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from posematch.evaluation.report import COCO_COLUMNS  # noqa: E402
+
+RUNS = (  # (label, experiment, run sub-directory)
+    ("MSE (Gaussian heatmaps)", "demo/synthetic_mse", "mse"),
+    ("matching loss (Sinkhorn)", "demo/synthetic_sinkhorn", "sinkhorn"),
+)
+TARGET_AP = 0.5  # the matching-loss model must reach this OKS-AP on the synthetic val split
+
+
+def ensure_data(root: Path, num_train: int, num_val: int) -> None:
+    """Generate the synthetic dataset unless it is there with these image counts (it is
+    deterministic, so regenerating only costs seconds)."""
+    ann = root / "annotations"
+    wanted = {"train": num_train, "val": num_val}
+    found = {}
+    for split in wanted:
+        path = ann / f"person_keypoints_{split}2017.json"
+        if path.is_file():
+            found[split] = len(json.loads(path.read_text()).get("images", []))
+    if found == wanted:
+        print(f"[demo] synthetic data: {root} ({num_train} + {num_val} images, already there)")
+        return
+    if found:
+        print(f"[demo] {root} holds {found}, not {wanted}: writing it again", flush=True)
+    print(f"[demo] writing the synthetic dataset to {root} ...", flush=True)
+    from posematch.data.synthetic import generate
+
+    start = time.perf_counter()
+    generate(str(root), num_train, num_val, seed=0)
+    print(
+        f"[demo] {num_train} + {num_val} images in {time.perf_counter() - start:.0f} s", flush=True
+    )
+
+
+def train(experiment: str, run_dir: Path, data: Path, overrides: list[str], fresh: bool) -> float:
+    """One ``posematch-train`` run (subprocess, output shown); its wall time in seconds."""
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    exe = shutil.which("posematch-train") or str(Path(sys.executable).parent / "posematch-train")
+    cmd = [
+        exe,
+        f"experiment={experiment}",
+        f"data.root={data}",
+        f"hydra.run.dir={run_dir}",
+        "resume=auto",
+        *overrides,
+    ]
+    print(f"[demo] {' '.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+def last_validation(run_dir: Path) -> dict:
+    """The last ``metrics.jsonl`` record that has validation metrics."""
+    path = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    validated = [r for r in records if "val/AP" in r]
+    if not validated:
+        raise RuntimeError(f"{path}: no validation record; did the run finish?")
+    return validated[-1]
+
+
+def table(rows: list[tuple[str, dict, float]]) -> str:
+    """Markdown table: one row per run (percent, one decimal) and the matching loss's gain."""
+    head = ["loss", *COCO_COLUMNS, "epochs", "train time"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, record, seconds in rows:
+        values = [f"{100 * record[f'val/{c}']:.1f}" for c in COCO_COLUMNS]
+        lines.append(
+            f"| {label} | "
+            + " | ".join(values)
+            + f" | {record['epoch']} | {seconds / 60:.1f} min |"
+        )
+    (_, base, _), (_, ours, _) = rows
+    gains = [
+        f"{round(100 * ours[f'val/{c}'], 1) - round(100 * base[f'val/{c}'], 1):+.1f}"
+        for c in COCO_COLUMNS
+    ]
+    lines.append("| gain of the matching loss | " + " | ".join(gains) + " | | |")
+    return "\n".join(lines)
+
+
+def figures(runs: dict[str, Path], out: Path) -> list[str]:
+    """The heatmap figure and the loss-vs-localisation plot (best effort: a failure is reported)."""
+    made = []
+    order = [str(runs["sinkhorn"]), str(runs["mse"])]
+    jobs = [
+        ("fig3_heatmaps.png", ["scripts/plot_heatmaps.py", "--runs", *order]),
+        ("loss_vs_localisation.png", ["scripts/plot_loss_vs_localisation.py", "--runs", *order]),
+    ]
+    for name, args in jobs:
+        result = subprocess.run(
+            [sys.executable, *args, "--out", str(out / name)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode == 0:
+            made.append(name)
+        else:
+            print(f"[demo] {name} not written:\n{result.stderr[-2000:]}", flush=True)
+    return made
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "synthetic")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "demo")
+    parser.add_argument("--out", type=Path, default=REPO / "results")
+    parser.add_argument("--train-images", type=int, default=1500)
+    parser.add_argument("--val-images", type=int, default=300)
+    parser.add_argument("--fresh", action="store_true", help="delete earlier demo runs first")
+    args, overrides = parser.parse_known_args()
+
+    start = time.perf_counter()
+    ensure_data(args.data, args.train_images, args.val_images)
+    rows, run_dirs = [], {}
+    for label, experiment, name in RUNS:
+        run_dirs[name] = args.runs / name
+        seconds = train(experiment, run_dirs[name], args.data, overrides, args.fresh)
+        rows.append((label, last_validation(run_dirs[name]), seconds))
+
+    text = table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    made = figures(run_dirs, args.out)
+    ours = rows[1][1]["val/AP"]
+    verdict = "reached" if ours >= TARGET_AP else "NOT reached"
+    report = "\n".join(
+        [
+            "# posematch demo: matching loss vs MSE on the synthetic data",
+            "",
+            "OKS-AP (pycocotools COCOeval, percent) on the synthetic val split, ground-truth boxes,",
+            "flip test. Both runs: the same network (tiny HRNet, 0.88 M parameters, from scratch),",
+            "seed, data, optimiser, schedule and steps. The matching-loss run puts a softplus on the",
+            "head's output (relu heatmaps die from scratch) and scores joints by the mass share of",
+            "the decoded window (`codec=dots_mass`); the MSE run uses the official head and scores.",
+            "",
+            text,
+            "",
+            f"Matching-loss AP {100 * ours:.1f}: target {100 * TARGET_AP:.0f} {verdict}.",
+            f"Runs: {', '.join(str(p) for p in run_dirs.values())}. "
+            f"Figures: {', '.join(made) or 'none'}. "
+            f"Total time {(time.perf_counter() - start) / 60:.1f} min.",
+            "",
+        ]
+    )
+    (args.out / "demo.md").write_text(report)
+    print("\n" + report)
+    print(f"[demo] written to {args.out / 'demo.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
