@@ -8,6 +8,7 @@ the official HRNet / SimpleBaseline ``annot/*.json``. A user adds a dataset with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -96,3 +97,35 @@ MPII = KeypointSpec(
     ),
     upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15),
 )  # fmt: skip
+
+BUILT_IN = {"coco": COCO, "mpii": MPII}
+
+
+def spec(
+    name: str,
+    names: Sequence[str] | None = None,
+    flip_pairs: Sequence[Sequence[int]] = (),
+    sigmas: Sequence[float] = (),
+    skeleton: Sequence[Sequence[int]] = (),
+    upper_body: Sequence[int] = (),
+) -> KeypointSpec:
+    """The built-in spec ``name`` (``coco``, ``mpii``) when no ``names`` are given, else a new one.
+
+    The config entry point (``data.spec: {_target_: posematch.data.keypoints.spec, name: coco}``): a
+    dataset config of your own overrides ``name`` and gives the fields, lists as YAML writes them.
+    """
+    if names is None:
+        if name not in BUILT_IN:
+            raise ValueError(
+                f"data.spec.name={name!r}: not built in ({sorted(BUILT_IN)}); "
+                "give names, flip_pairs, sigmas, skeleton and upper_body for a new dataset"
+            )
+        return BUILT_IN[name]
+    return KeypointSpec(
+        name=name,
+        names=tuple(names),
+        flip_pairs=tuple(tuple(int(j) for j in p) for p in flip_pairs),
+        sigmas=tuple(float(s) for s in sigmas),
+        skeleton=tuple(tuple(int(j) for j in p) for p in skeleton),
+        upper_body=tuple(int(j) for j in upper_body),
+    )

@@ -28,6 +28,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posematch.data.keypoints import COCO as COCO_SPEC
+from posematch.data.keypoints import KeypointSpec
 from posematch.evaluation.arrays import as_array
 from posematch.evaluation.nms import oks_nms_per_image
 
@@ -94,12 +95,20 @@ def write_results(results: list[dict[str, Any]], path: str) -> None:
         f.write(json.dumps(results))
 
 
-def coco_keypoint_stats(gt: COCO, results: list[dict[str, Any]]) -> dict[str, float]:
-    """pycocotools ``COCOeval(gt, dt, "keypoints")`` on ``results``; the 10 stats by name."""
+def coco_keypoint_stats(
+    gt: COCO, results: list[dict[str, Any]], sigmas: Sequence[float] | None = None
+) -> dict[str, float]:
+    """pycocotools ``COCOeval(gt, dt, "keypoints")`` on ``results``; the 10 stats by name.
+
+    ``sigmas``: per-joint OKS sigmas; None keeps pycocotools' COCO-17 values (a dataset with another
+    joint count must pass its own).
+    """
     with contextlib.redirect_stdout(io.StringIO()) as out:
         # loadRes adds area / bbox / id to each dict: hand it copies.
         dt = gt.loadRes([dict(r) for r in results])
         coco_eval = COCOeval(gt, dt, "keypoints")
+        if sigmas is not None:
+            coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
@@ -113,7 +122,9 @@ class CocoKeypointEvaluator:
     Args:
         ann_file: ``person_keypoints_{split}.json`` (or the test-dev image-info file).
         output_dir: folder of the results file (created if missing).
-        sigmas: per-joint OKS sigmas of the dataset (default COCO's 17).
+        sigmas: per-joint OKS sigmas of the dataset (default COCO's 17), for OKS-NMS and COCOeval.
+        spec: the dataset's ``KeypointSpec``; when given, its sigmas replace ``sigmas`` (how a
+            config hands a custom dataset's sigmas over).
         nms_thr: OKS-NMS threshold (official 0.9); ``None`` turns NMS off.
         in_vis_thre: keypoint-score threshold of the rescoring (official 0.2).
         rescore_fallback: keypoint factor when no keypoint passes ``in_vis_thre``: ``"zero"``
@@ -128,6 +139,7 @@ class CocoKeypointEvaluator:
         ann_file: str,
         output_dir: str,
         sigmas: Sequence[float] = COCO_SPEC.sigmas,
+        spec: KeypointSpec | None = None,
         nms_thr: float | None = 0.9,
         in_vis_thre: float = 0.2,
         rescore_fallback: Literal["zero", "all"] = "zero",
@@ -140,6 +152,10 @@ class CocoKeypointEvaluator:
             raise ValueError(f"rescore_fallback={rescore_fallback!r}: expected 'zero' or 'all'")
         self.ann_file = ann_file
         self.output_dir = output_dir
+        if spec is not None:
+            if not spec.sigmas:
+                raise ValueError(f"spec {spec.name!r}: no OKS sigmas, so no COCO-style evaluation")
+            sigmas = spec.sigmas
         self.sigmas = tuple(float(s) for s in sigmas)
         self.nms_thr = nms_thr
         self.in_vis_thre = in_vis_thre
@@ -246,4 +262,4 @@ class CocoKeypointEvaluator:
                 self.results_file,
             )
             return {"scored": False}
-        return {**coco_keypoint_stats(self.gt, results), "scored": True}
+        return {**coco_keypoint_stats(self.gt, results, self.sigmas), "scored": True}

@@ -146,3 +146,34 @@ def test_bad_inputs_name_the_field(tmp_path):
         ev.evaluate()
     with pytest.raises(FileNotFoundError, match="ann_file"):
         CocoKeypointEvaluator(str(tmp_path / "missing.json"), str(tmp_path))
+
+
+def test_a_four_joint_dataset_is_scored_with_its_own_sigmas(tmp_path):
+    from posematch.data.keypoints import KeypointSpec
+
+    sigmas = (0.05, 0.08, 0.08, 0.1)
+    spec = KeypointSpec("quad", ("a", "b", "c", "d"), ((1, 2),), sigmas)
+    gt_kpts = np.array([[20.0, 30.0, 2, 60.0, 30.0, 2, 20.0, 80.0, 2, 60.0, 80.0, 1]])
+    area = 1600.0
+    ann = {
+        "images": [{"id": 7, "width": 100, "height": 100, "file_name": "7.jpg"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 1, "keypoints": gt_kpts[0].tolist(),
+             "num_keypoints": 4, "area": area, "bbox": [15, 25, 50, 60], "iscrowd": 0}
+        ],
+        "categories": [{"id": 1, "name": "quad", "keypoints": list(spec.names), "skeleton": []}],
+    }  # fmt: skip
+    path = tmp_path / "quad.json"
+    path.write_text(json.dumps(ann))
+    # Move every joint so that its OKS term is exactly 0.82: exp(-d^2 / (2 area (2 sigma)^2)).
+    d = np.sqrt(-2.0 * np.log(0.82) * area * (2 * np.array(sigmas)) ** 2)
+    pred = gt_kpts.reshape(1, 4, 3)[..., :2].copy()
+    pred[0, :, 0] += d
+    ev = CocoKeypointEvaluator(str(path), str(tmp_path / "out"), spec=spec)
+    ev.process([7], pred, np.ones((1, 4)), np.ones(1), [area])
+    stats = ev.evaluate()
+    # OKS 0.82 matches at the thresholds 0.50, 0.55, ..., 0.80 (7 of 10), each with precision 1.
+    assert stats["AP"] == pytest.approx(0.7)
+    assert stats["AP50"] == pytest.approx(1.0) and stats["AP75"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no OKS sigmas"):
+        CocoKeypointEvaluator(str(path), str(tmp_path / "out"), spec=KeypointSpec("x", ("a",), ()))
