@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from posematch.evaluation.report import COCO_COLUMNS  # noqa: E402
+from posematch.evaluation.report import COCO_COLUMNS, MISSING, percent  # noqa: E402
 
 RUNS = (  # (label, experiment, run sub-directory)
     ("MSE (Gaussian heatmaps)", "demo/synthetic_mse", "mse"),
@@ -97,17 +97,17 @@ def table(rows: list[tuple[str, dict, float]]) -> str:
     head = ["loss", *COCO_COLUMNS, "epochs", "train time"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for label, record, seconds in rows:
-        values = [f"{100 * record[f'val/{c}']:.1f}" for c in COCO_COLUMNS]
+        values = [percent(record[f"val/{c}"]) for c in COCO_COLUMNS]
         lines.append(
             f"| {label} | "
             + " | ".join(values)
             + f" | {record['epoch']} | {seconds / 60:.1f} min |"
         )
     (_, base, _), (_, ours, _) = rows
-    gains = [
-        f"{round(100 * ours[f'val/{c}'], 1) - round(100 * base[f'val/{c}'], 1):+.1f}"
-        for c in COCO_COLUMNS
-    ]
+    gains = []
+    for c in COCO_COLUMNS:
+        a, b = percent(ours[f"val/{c}"]), percent(base[f"val/{c}"])
+        gains.append(MISSING if MISSING in (a, b) else f"{float(a) - float(b):+.1f}")
     lines.append("| gain of the matching loss | " + " | ".join(gains) + " | | |")
     return "\n".join(lines)
 

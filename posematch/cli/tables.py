@@ -51,6 +51,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from posematch.evaluation.report import COCO_COLUMNS, MPII_COLUMNS, paper_row
+from posematch.evaluation.report import MISSING as NOT_SCORED
 
 log = logging.getLogger("posematch.tables")
 
@@ -333,7 +334,8 @@ def printed_values(metrics: dict[str, Any], where: str) -> tuple[str, dict[str, 
         raise TablesError(f"{where}: {err}") from err
     family = "coco" if tuple(header) == COCO_COLUMNS else "mpii"
     return family, {
-        h: v if math.isfinite(float(v)) else None for h, v in zip(header, values, strict=True)
+        h: None if v == NOT_SCORED or not math.isfinite(float(v)) else v
+        for h, v in zip(header, values, strict=True)
     }
 
 

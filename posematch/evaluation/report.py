@@ -6,6 +6,7 @@ COCO: AP AP50 AP75 APM APL AR (pycocotools stats x 100). MPII: Mean Hea Sho Elb 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 COCO_COLUMNS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
@@ -21,12 +22,24 @@ MPII_COLUMNS = {
 }
 
 
+MISSING = "–"
+
+
+def percent(value: float, scale: float = 100.0) -> str:
+    """``value * scale`` with one decimal; ``MISSING`` for pycocotools' -1 (no ground truth in that
+    area range) and for non-finite values."""
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        return MISSING
+    return f"{scale * value:.1f}"
+
+
 def paper_row(metrics: Mapping[str, float | bool]) -> tuple[list[str], list[str]]:
     """(header, values) of the table row for COCO-style or MPII-style metrics."""
     if all(key in metrics for key in COCO_COLUMNS):
-        return list(COCO_COLUMNS), [f"{100 * float(metrics[k]):.1f}" for k in COCO_COLUMNS]
+        return list(COCO_COLUMNS), [percent(metrics[k]) for k in COCO_COLUMNS]
     if all(key in metrics for key in MPII_COLUMNS.values()):
-        return list(MPII_COLUMNS), [f"{float(metrics[v]):.1f}" for v in MPII_COLUMNS.values()]
+        return list(MPII_COLUMNS), [percent(metrics[v], 1.0) for v in MPII_COLUMNS.values()]
     raise ValueError(f"metrics: neither COCO nor MPII columns in {sorted(metrics)}")
 
 

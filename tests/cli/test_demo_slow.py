@@ -29,7 +29,7 @@ def test_demo_trains_both_losses_lowers_the_loss_raises_ap_and_writes_the_table(
         "--data", str(tmp_path / "data"),
         "--runs", str(tmp_path / "runs"),
         "--out", str(tmp_path / "results"),
-        "--train-images", "400",
+        "--train-images", "1000",
         "--val-images", "60",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)

@@ -177,3 +177,13 @@ def test_a_four_joint_dataset_is_scored_with_its_own_sigmas(tmp_path):
     assert stats["AP50"] == pytest.approx(1.0) and stats["AP75"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no OKS sigmas"):
         CocoKeypointEvaluator(str(path), str(tmp_path / "out"), spec=KeypointSpec("x", ("a",), ()))
+
+
+def test_paper_row_shows_pycocotools_minus_one_as_missing():
+    from posematch.evaluation.report import paper_row
+
+    stats = {"AP": 0.7456, "AP50": 0.9, "AP75": 0.8, "APM": 0.7, "APL": -1.0, "AR": 0.75}
+    assert paper_row(stats) == (
+        ["AP", "AP50", "AP75", "APM", "APL", "AR"],
+        ["74.6", "90.0", "80.0", "70.0", "–", "75.0"],
+    )
