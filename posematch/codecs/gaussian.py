@@ -9,6 +9,7 @@ is centred at the exact sub-pixel location and covers the whole heatmap.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from posematch.codecs.decoders import get_decoder
@@ -49,7 +50,9 @@ class GaussianHeatmapCodec:
         self.decoder = decoder
         self._decode = get_decoder(decoder, blur_kernel)
 
-    def encode(self, keypoints: torch.Tensor, visible: torch.Tensor) -> HeatmapTargets:
+    def encode(
+        self, keypoints: torch.Tensor | np.ndarray, visible: torch.Tensor | np.ndarray
+    ) -> HeatmapTargets:
         """Target heatmaps and weights.
 
         Args:
@@ -59,6 +62,7 @@ class GaussianHeatmapCodec:
         Returns:
             HeatmapTargets: heatmaps (..., K, h, w) float32 in [0, 1], weights (..., K).
         """
+        keypoints, visible = torch.as_tensor(keypoints), torch.as_tensor(visible)
         w, h = self.geometry.heatmap_size
         tmp = 3.0 * self.sigma
         exact = self.geometry.to_heatmap(keypoints.float())

@@ -99,10 +99,10 @@ class TopDownDataset(Dataset):
 
     def read_image(self, inst: Instance) -> np.ndarray:
         """The instance's image, (H, W, 3) uint8 BGR; BadRecordError naming the file otherwise."""
-        if not os.path.isfile(inst.image_path):
-            raise BadRecordError(f"{inst.image_path}: image file missing ({inst.record})")
         image = cv2.imread(inst.image_path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        if image is None:
+        if image is None:  # only then look why: a stat per sample costs as much as a crop's maths
+            if not os.path.isfile(inst.image_path):
+                raise BadRecordError(f"{inst.image_path}: image file missing ({inst.record})")
             raise BadRecordError(f"{inst.image_path}: cannot decode image ({inst.record})")
         return image
 
@@ -123,8 +123,9 @@ class TopDownDataset(Dataset):
     def _sample(self, inst: Instance, image: np.ndarray, index: int) -> dict[str, Any]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
         crop = self.pipeline(image, inst.keypoints, inst.visible, inst.center, inst.scale, rng)
-        keypoints = torch.from_numpy(crop.keypoints.astype(np.float32))
-        targets = self.codec.encode(keypoints, torch.from_numpy(crop.visible))
+        keypoints = crop.keypoints.astype(np.float32)
+        targets = self.codec.encode(keypoints, crop.visible)  # numpy in: the codecs' cheap path
+        keypoints = torch.from_numpy(keypoints)
         target = targets.keypoints if hasattr(targets, "keypoints") else targets.heatmaps
         return {
             "image": crop.image,

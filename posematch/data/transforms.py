@@ -186,12 +186,17 @@ class TopDownPipeline:
 
         # matrix/inverse relate the (possibly flipped) frame of keypoints and centre to the input.
         matrix = affine_matrix(center, scale, rot, self.input_size, udp=self.udp)
-        inverse = affine_matrix(center, scale, rot, self.input_size, inverse=True, udp=self.udp)
+        inverse = cv2.invertAffineTransform(matrix)  # what affine_matrix(inverse=True) returns
         image_matrix = matrix
         if flipped:
-            mirror = np.array([[-1.0, 0.0, image.shape[1] - 1.0], [0.0, 1.0, 0.0]])
-            image_matrix = matrix @ np.vstack([mirror, [0.0, 0.0, 1.0]])
-            inverse = mirror @ np.vstack([inverse, [0.0, 0.0, 1.0]])
+            # Composition with the mirror x -> (W - 1) - x, written out (per-sample cost matters):
+            # image_matrix = matrix o mirror, inverse = mirror o inverse.
+            last = image.shape[1] - 1.0
+            image_matrix = matrix.copy()
+            image_matrix[:, 0] = -matrix[:, 0]
+            image_matrix[:, 2] = matrix[:, 2] + last * matrix[:, 0]
+            inverse[0] = -inverse[0]
+            inverse[0, 2] += last
         crop = cv2.warpAffine(image, image_matrix, self.input_size, flags=cv2.INTER_LINEAR)
         if self.train and self.photometric is not None:
             crop = self.photometric(image=crop)["image"]

@@ -104,3 +104,16 @@ def test_bad_codec_options_name_the_option():
         DotCodec(heatmap_size=(0, 64))
     with pytest.raises(ValueError, match="decoder"):
         DotCodec(decoder="soft-argmax")
+
+
+def test_numpy_keypoints_give_the_same_targets_as_torch_bit_for_bit():
+
+    codec = DotCodec((192, 256), (48, 64))
+    rng = np.random.default_rng(0)
+    kpts = rng.uniform(-20, 280, size=(17, 2)).astype(np.float32)
+    vis = rng.integers(0, 3, size=17)
+    a = codec.encode(kpts, vis)
+    b = codec.encode(torch.from_numpy(kpts), torch.from_numpy(vis))
+    assert a.keypoints.dtype == a.weights.dtype == torch.float32
+    assert torch.equal(a.keypoints, b.keypoints) and torch.equal(a.weights, b.weights)
+    assert 0 < a.weights.sum() < 17  # some joints outside or unlabelled: the test bites
