@@ -29,7 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from posematch.evaluation.report import COCO_COLUMNS, MISSING, percent  # noqa: E402
+from posematch.cli.tables import gain, last_validation  # noqa: E402
+from posematch.evaluation.report import MISSING, paper_row  # noqa: E402
 
 RUNS = (  # (label, experiment, run sub-directory)
     ("MSE (Gaussian heatmaps)", "demo/synthetic_mse", "mse"),
@@ -82,32 +83,28 @@ def train(experiment: str, run_dir: Path, data: Path, overrides: list[str], fres
     return time.perf_counter() - start
 
 
-def last_validation(run_dir: Path) -> dict:
-    """The last ``metrics.jsonl`` record that has validation metrics."""
-    path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    validated = [r for r in records if "val/AP" in r]
-    if not validated:
-        raise RuntimeError(f"{path}: no validation record; did the run finish?")
-    return validated[-1]
+def final_metrics(run_dir: Path) -> tuple[dict, int]:
+    """The run's last validation metrics (COCO keys, fractions) and their epoch."""
+    found = last_validation(run_dir / "metrics.jsonl")
+    if found is None:
+        raise RuntimeError(f"{run_dir / 'metrics.jsonl'}: no validation record; did it finish?")
+    metrics, epoch, _ = found
+    return metrics, epoch
 
 
-def table(rows: list[tuple[str, dict, float]]) -> str:
-    """Markdown table: one row per run (percent, one decimal) and the matching loss's gain."""
-    head = ["loss", *COCO_COLUMNS, "epochs", "train time"]
+def table(rows: list[tuple[str, dict, int, float]]) -> str:
+    """Markdown table: one paper-style row per run and the matching loss's gain (differences of
+    the printed values, as posematch-tables computes them)."""
+    head = ["loss", *paper_row(rows[0][1])[0], "epochs", "train time"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for label, record, seconds in rows:
-        values = [percent(record[f"val/{c}"]) for c in COCO_COLUMNS]
-        lines.append(
-            f"| {label} | "
-            + " | ".join(values)
-            + f" | {record['epoch']} | {seconds / 60:.1f} min |"
-        )
-    (_, base, _), (_, ours, _) = rows
-    gains = []
-    for c in COCO_COLUMNS:
-        a, b = percent(ours[f"val/{c}"]), percent(base[f"val/{c}"])
-        gains.append(MISSING if MISSING in (a, b) else f"{float(a) - float(b):+.1f}")
+    printed = []
+    for label, metrics, epoch, seconds in rows:
+        values = [None if v == MISSING else v for v in paper_row(metrics)[1]]
+        printed.append(values)
+        cells = [v or MISSING for v in values]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {epoch} | {seconds / 60:.1f} min |")
+    base, ours = printed
+    gains = [gain(a, b) or MISSING for a, b in zip(ours, base, strict=True)]
     lines.append("| gain of the matching loss | " + " | ".join(gains) + " | | |")
     return "\n".join(lines)
 
@@ -150,12 +147,12 @@ def main() -> int:
     for label, experiment, name in RUNS:
         run_dirs[name] = args.runs / name
         seconds = train(experiment, run_dirs[name], args.data, overrides, args.fresh)
-        rows.append((label, last_validation(run_dirs[name]), seconds))
+        rows.append((label, *final_metrics(run_dirs[name]), seconds))
 
     text = table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     made = figures(run_dirs, args.out)
-    ours = rows[1][1]["val/AP"]
+    ours = rows[1][1]["AP"]
     verdict = "reached" if ours >= TARGET_AP else "NOT reached"
     report = "\n".join(
         [
