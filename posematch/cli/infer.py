@@ -28,9 +28,8 @@ back to image pixels with the exact inverse of the crop.
 from __future__ import annotations
 
 import copy
-import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config, trained_model
+from posematch.cli.person_boxes import BoxFile, load_detector, whole_image
 from posematch.data.boxes import box_to_center_scale
 from posematch.draw import draw_pose
 from posematch.evaluation.coco import rescore, results_list, write_results
@@ -52,10 +52,6 @@ log = logging.getLogger("posematch.infer")
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v"}
-PERSON = 1
-# Boxes as (N, 4) float64 (x, y, w, h) image pixels and (N,) scores.
-Boxes = tuple[np.ndarray, np.ndarray]
-Detector = Callable[[np.ndarray], Boxes]
 
 
 @dataclass
@@ -106,141 +102,6 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise OSError(f"{path}: cannot read the image (corrupt or not an image)")
     return image
-
-
-# ---------------------------------------------------------------------------- boxes
-
-
-class BoxFile:
-    """Person detections of a COCO results file, looked up by file name or by numeric image id."""
-
-    def __init__(self, path: str | Path, score_thr: float) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"boxes={path}: detection file not found")
-        try:
-            dets = json.loads(self.path.read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"boxes={path}: not a readable JSON file ({err})") from err
-        if not isinstance(dets, list):
-            raise ValueError(f"boxes={path}: expected a JSON list of detections")
-        self.by_name: dict[str, list[tuple[list[float], float]]] = {}
-        self.by_id: dict[int, list[tuple[list[float], float]]] = {}
-        self.used = 0
-        for i, det in enumerate(dets):
-            try:
-                if int(det.get("category_id", PERSON)) != PERSON or det["score"] < score_thr:
-                    continue
-                entry = ([float(v) for v in det["bbox"]], float(det["score"]))
-                if len(entry[0]) != 4:
-                    raise ValueError(f"bbox has {len(entry[0])} values, not 4")
-                if entry[0][2] <= 0 or entry[0][3] <= 0:
-                    continue  # an empty box has no crop
-                if "file_name" in det:
-                    self.by_name.setdefault(Path(det["file_name"]).name, []).append(entry)
-                else:
-                    self.by_id.setdefault(int(det["image_id"]), []).append(entry)
-            except (KeyError, TypeError, ValueError, AttributeError) as err:
-                raise ValueError(f"boxes={path}: detection #{i} is malformed ({err})") from err
-
-    def lookup(self, file_name: str, number: int | None) -> Boxes:
-        """Boxes of the image ``file_name`` (numeric stem / frame index ``number``, if any)."""
-        found = list(self.by_name.get(file_name, []))
-        if number is not None:
-            found += self.by_id.get(number, [])
-        self.used += len(found)
-        return (
-            np.array([b for b, _ in found], dtype=np.float64).reshape(-1, 4),
-            np.array([s for _, s in found], dtype=np.float64),
-        )
-
-
-def whole_image(image: np.ndarray) -> Boxes:
-    """The whole image as one box of score 1 (pixel centres 0 .. W-1, 0 .. H-1)."""
-    h, w = image.shape[:2]
-    return np.array([[0.0, 0.0, w - 1.0, h - 1.0]]), np.ones(1)
-
-
-# ---------------------------------------------------------------------------- detector
-
-
-def torchvision_weight_files() -> dict[str, str]:
-    """File names of torchvision's COCO Faster R-CNN R50-FPN weights -> ``"v1"`` / ``"v2"``."""
-    from torchvision.models.detection import (
-        FasterRCNN_ResNet50_FPN_V2_Weights,
-        FasterRCNN_ResNet50_FPN_Weights,
-    )
-
-    return {
-        Path(FasterRCNN_ResNet50_FPN_Weights.COCO_V1.url).name: "v1",
-        Path(FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1.url).name: "v2",
-    }
-
-
-def find_detector_weights() -> Path | None:
-    """torchvision's Faster R-CNN weights in the torch hub checkpoints cache, if present."""
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in torchvision_weight_files():
-        if (cache / name).is_file():
-            return cache / name
-    return None
-
-
-def torchvision_detector(weights: str | Path, device: torch.device, score_thr: float) -> Detector:
-    """A Faster R-CNN R50-FPN (v1 or v2, told apart by its keys) from a local weights file, as a
-    function BGR image -> person boxes (x, y, w, h) with ``score >= score_thr``."""
-    from torchvision.models.detection import fasterrcnn_resnet50_fpn, fasterrcnn_resnet50_fpn_v2
-
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    v2 = any(k.startswith("roi_heads.box_head.0.") for k in state)  # v1: box_head.fc6 / fc7
-    build = fasterrcnn_resnet50_fpn_v2 if v2 else fasterrcnn_resnet50_fpn
-    model = build(weights=None, weights_backbone=None, num_classes=91)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(
-            f"detector_weights={weights}: not Faster R-CNN R50-FPN COCO weights ({err})"
-        ) from err
-    model.eval().to(device)
-
-    @torch.no_grad()
-    def detect(image: np.ndarray) -> Boxes:
-        rgb = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1)
-        out = model([rgb.to(device, torch.float32) / 255.0])[0]
-        size = out["boxes"][:, 2:] - out["boxes"][:, :2]
-        keep = (out["labels"] == PERSON) & (out["scores"] >= score_thr) & (size > 0).all(1)
-        xyxy = out["boxes"][keep].double().cpu().numpy()
-        xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-        return xywh, out["scores"][keep].double().cpu().numpy()
-
-    return detect
-
-
-def load_detector(cfg: DictConfig, device: torch.device) -> Detector | None:
-    """The person detector asked for by ``detector`` / ``detector_weights``, or None."""
-    mode = cfg.detector
-    if mode not in ("auto", "none", "torchvision"):
-        raise ValueError(f"detector={mode!r}: expected auto, none or torchvision")
-    if mode == "none":
-        return None
-    if cfg.detector_weights:
-        weights = Path(cfg.detector_weights)
-        if not weights.is_file():
-            raise FileNotFoundError(f"detector_weights={weights}: file not found")
-    else:
-        weights = find_detector_weights()
-    if weights is None:
-        cache = Path(torch.hub.get_dir()) / "checkpoints"
-        if mode == "torchvision":
-            names = " or ".join(torchvision_weight_files())
-            raise FileNotFoundError(
-                f"detector=torchvision: no weights; set detector_weights=path/to/{names} or put it "
-                f"in {cache} (nothing is downloaded)"
-            )
-        log.info("no detector weights in %s: the whole image is one person box", cache)
-        return None
-    log.info("person detector: Faster R-CNN from %s", weights)
-    return torchvision_detector(weights, device, cfg.det_score_thr)
 
 
 # ---------------------------------------------------------------------------- prediction
