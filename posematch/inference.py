@@ -7,6 +7,10 @@ Follows the official SimpleBaseline / HRNet test procedure:
 - decode with the codec's decoder (heatmap pixels, score = heatmap maximum);
 - map back with the exact inverse of the crop: heatmap px -> input px (the codec's geometry) -> image
   px (the sample's inverse crop matrix).
+
+``predict_loader`` also measures the health of the non-flipped heatmaps (``heatmap_mass_shares``):
+the share of each heatmap's relu-mass in its top pixel and in the window decoder's 2x2 window, NaN
+for a dead heatmap (no positive value), so a dying matching-loss run shows during validation.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from posematch.codecs.decoders import decode_window
 
 
 def flip_back(heatmaps: torch.Tensor, flip_perm: Sequence[int], shift: bool = True) -> torch.Tensor:
@@ -33,6 +39,21 @@ def flip_back(heatmaps: torch.Tensor, flip_perm: Sequence[int], shift: bool = Tr
 
 
 @torch.no_grad()
+def forward_heatmaps(
+    model: nn.Module,
+    images: torch.Tensor,
+    flip_perm: Sequence[int] | None = None,
+    shift: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) crops -> (plain, test) (B, K, h, w) float32 heatmaps: ``plain`` from the crops
+    alone, ``test`` averaged with the flipped pass when ``flip_perm`` is given (else ``plain``)."""
+    plain = model(images).float()
+    if flip_perm is None:
+        return plain, plain
+    flipped = model(images.flip(-1)).float()
+    return plain, 0.5 * (plain + flip_back(flipped, flip_perm, shift))
+
+
 def predict_heatmaps(
     model: nn.Module,
     images: torch.Tensor,
@@ -40,11 +61,37 @@ def predict_heatmaps(
     shift: bool = True,
 ) -> torch.Tensor:
     """(B, 3, H, W) crops -> (B, K, h, w) float32 heatmaps, averaged with the flipped pass if asked."""
-    heatmaps = model(images).float()
-    if flip_perm is not None:
-        flipped = model(images.flip(-1)).float()
-        heatmaps = 0.5 * (heatmaps + flip_back(flipped, flip_perm, shift))
-    return heatmaps
+    return forward_heatmaps(model, images, flip_perm, shift)[1]
+
+
+@torch.no_grad()
+def heatmap_mass_shares(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per heatmap, the share of its relu-mass in its top pixel and in the window decoder's 2x2
+    window (``decode_window``'s window of largest relu-mass).
+
+    Args:
+        heatmaps: (B, K, h, w).
+
+    Returns:
+        top (B, K), window (B, K) float32 in [0, 1]; NaN for a dead heatmap (no positive value).
+    """
+    mass = heatmaps.float().clamp_min(0).flatten(2)
+    total = mass.sum(-1)
+    dead = total <= 0
+    nan = torch.full_like(total, float("nan"))
+    top = torch.where(dead, nan, mass.amax(-1) / torch.where(dead, 1.0, total))
+    window = torch.where(dead, nan, decode_window(heatmaps, score="mass").scores.float())
+    return top, window
+
+
+def decode_to_image(
+    heatmaps: torch.Tensor, inverse: torch.Tensor, codec: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoded heatmaps in image pixels: keypoints (B, K, 2) float64, scores (B, K) float32 (on the
+    heatmaps' device). ``inverse``: (B, 2, 3) input-crop -> image matrices."""
+    decoded = codec.decode(heatmaps)
+    keypoints = to_image_pixels(codec.geometry.to_input(decoded.keypoints), inverse)
+    return keypoints, decoded.scores.float()
 
 
 def to_image_pixels(keypoints_input: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
@@ -76,9 +123,8 @@ def predict(
         keypoints (B, K, 2) float64 image pixels, scores (B, K) float32.
     """
     heatmaps = predict_heatmaps(model, images, flip_perm, shift)
-    decoded = codec.decode(heatmaps)
-    keypoints = to_image_pixels(codec.geometry.to_input(decoded.keypoints), inverse)
-    return keypoints.cpu(), decoded.scores.float().cpu()
+    keypoints, scores = decode_to_image(heatmaps, inverse, codec)
+    return keypoints.cpu(), scores.cpu()
 
 
 def predict_loader(
@@ -91,17 +137,23 @@ def predict_loader(
 ) -> Iterator[dict[str, Any]]:
     """Predictions batch by batch for a loader of dataset samples (``posematch.data`` layout).
 
-    Yields dicts with ``keypoints`` (B, K, 2) image px, ``scores`` (B, K), and from the meta:
-    ``image_id``, ``score`` (box score), ``area``, ``center``, ``scale``, ``index`` (dataset index).
+    Yields dicts with ``keypoints`` (B, K, 2) image px, ``scores`` (B, K), ``top_mass`` and
+    ``window_mass`` (B, K) (``heatmap_mass_shares`` of the non-flipped heatmaps, NaN when dead), and
+    from the meta: ``image_id``, ``score`` (box score), ``area``, ``center``, ``scale``, ``index``
+    (dataset index).
     """
     model.eval()
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         meta = batch["meta"]
-        keypoints, scores = predict(model, images, meta["inverse"], codec, flip_perm, shift)
+        plain, heatmaps = forward_heatmaps(model, images, flip_perm, shift)
+        keypoints, scores = decode_to_image(heatmaps, meta["inverse"], codec)
+        top, window = heatmap_mass_shares(plain)
         yield {
-            "keypoints": keypoints,
-            "scores": scores,
+            "keypoints": keypoints.cpu(),
+            "scores": scores.cpu(),
+            "top_mass": top.cpu(),
+            "window_mass": window.cpu(),
             "image_id": meta["image_id"],
             "score": meta["score"],
             "area": meta["area"],

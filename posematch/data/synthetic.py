@@ -1,10 +1,17 @@
 """The embedded synthetic dataset: articulated stick-and-silhouette people, written in COCO format.
 
-``generate(out_dir, num_train, num_val, seed)`` (or ``python -m posematch.data.synthetic --out DIR
---train N --val M [--seed S]``) writes the COCO person-keypoint layout (Lin et al. 2014)::
+``generate(out_dir, num_train, num_val, seed, num_test=0, num_pretrain=0)`` (or ``python -m
+posematch.data.synthetic --out DIR --train N --val M [--test T] [--pretrain P] [--seed S]``) writes
+the COCO person-keypoint layout (Lin et al. 2014)::
 
     DIR/annotations/person_keypoints_train2017.json   DIR/train2017/000000000001.jpg ...
     DIR/annotations/person_keypoints_val2017.json     DIR/val2017/000000000001.jpg ...
+    DIR/annotations/person_keypoints_test2017.json    DIR/test2017/...      (held out, optional)
+    DIR/annotations/person_keypoints_pretrain2017.json DIR/pretrain2017/... (optional)
+
+Each split is its own independent draw (its own seed stream): ``test`` is the held-out split that
+no choice may look at; ``pretrain`` is a separate split for pretraining a backbone, standing in for
+ImageNet in the paper's protocol.
 
 which pycocotools reads and ``COCOeval(iouType="keypoints")`` scores. Each image (256-320 px a side)
 holds 1-3 frontal figures with the 17 COCO joints (``posematch.data.keypoints.COCO``): limb lengths in
@@ -49,7 +56,13 @@ from posematch.data.keypoints import COCO as COCO_SPEC
 
 Colour = tuple[int, int, int]
 
-SPLITS = {"train": ("train2017", 0), "val": ("val2017", 1)}  # name -> (folder, seed stream)
+# name -> (folder, seed stream); the stream keeps every split an independent draw for one seed.
+SPLITS = {
+    "train": ("train2017", 0),
+    "val": ("val2017", 1),
+    "test": ("test2017", 2),
+    "pretrain": ("pretrain2017", 3),
+}
 SHIFT = 4  # cv2 fixed-point bits: drawing precision 1/16 px
 ONE = 1 << SHIFT
 
@@ -673,6 +686,8 @@ def generate(
     seed: int = 0,
     config: SyntheticConfig = SyntheticConfig(),
     workers: int | None = None,
+    num_test: int = 0,
+    num_pretrain: int = 0,
 ) -> Path:
     """Write the synthetic dataset in COCO layout under ``out_dir`` and return its path.
 
@@ -683,11 +698,15 @@ def generate(
         seed: the output is a function of the seed (and config) only.
         config: what to draw.
         workers: processes (default: all CPUs); does not change the output.
+        num_test: images in ``test2017`` (held-out split; none written when 0).
+        num_pretrain: images in ``pretrain2017`` (backbone pretraining split; none when 0).
     """
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f"image counts must be >= 0, got train={num_train} val={num_val}")
+    counts = {"train": num_train, "val": num_val, "test": num_test, "pretrain": num_pretrain}
+    if min(counts.values()) < 0:
+        raise ValueError(f"image counts must be >= 0, got {counts}")
     out = Path(out_dir)
-    counts = {"train": num_train, "val": num_val}
+    # train and val are always written (possibly empty); the optional splits only when asked for.
+    counts = {k: n for k, n in counts.items() if n > 0 or k in ("train", "val")}
     names = {split: [f"{i + 1:012d}.jpg" for i in range(n)] for split, n in counts.items()}
     jobs: list[Job] = []
     for split, n in counts.items():
@@ -695,24 +714,38 @@ def generate(
         folder.mkdir(parents=True, exist_ok=True)
         jobs += [(seed, split, i, str(folder / names[split][i]), config) for i in range(n)]
     results = _run_jobs(jobs, workers or os.cpu_count() or 1)
-    _write_annotations(out, "train", seed, names["train"], results[:num_train])
-    _write_annotations(out, "val", seed, names["val"], results[num_train:])
+    start = 0
+    for split, n in counts.items():
+        _write_annotations(out, split, seed, names[split], results[start : start + n])
+        start += n
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: ``python -m posematch.data.synthetic --out DIR --train N --val M [--seed S]``."""
+    """CLI: ``python -m posematch.data.synthetic --out DIR --train N --val M [--test T]
+    [--pretrain P] [--seed S]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="dataset root, e.g. data/synthetic")
     parser.add_argument("--train", type=int, required=True, help="number of training images")
     parser.add_argument("--val", type=int, required=True, help="number of validation images")
+    parser.add_argument("--test", type=int, default=0, help="held-out test images (default 0)")
+    parser.add_argument("--pretrain", type=int, default=0, help="pretraining images (default 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = generate(args.out, args.train, args.val, args.seed, workers=args.workers)
+    out = generate(
+        args.out,
+        args.train,
+        args.val,
+        args.seed,
+        workers=args.workers,
+        num_test=args.test,
+        num_pretrain=args.pretrain,
+    )
     print(
-        f"wrote {args.train} train + {args.val} val images to {out} "
+        f"wrote {args.train} train + {args.val} val + {args.test} test + {args.pretrain} pretrain "
+        f"images to {out} "
         f"in {time.perf_counter() - start:.1f} s (seed {args.seed})"
     )
 

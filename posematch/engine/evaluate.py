@@ -3,6 +3,9 @@
 Each rank predicts its ``ShardSampler`` shard (every instance exactly once, whatever the world size);
 rank 0 gathers the predictions, restores dataset order and hands them to the evaluator
 (``process_predictions`` / ``evaluate``, e.g. ``CocoKeypointEvaluator``, ``MpiiPCKhEvaluator``).
+With ``heatmap_health=True`` (validation during training) the metrics also hold the health of the
+non-flipped heatmaps (``posematch.evaluation.diagnosis.heatmap_health``): ``dead_share``,
+``top_mass``, ``window_mass``; only two floats per heatmap are kept, never the heatmaps.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from posematch.engine import dist
+from posematch.evaluation.diagnosis import heatmap_health as health_summary
 from posematch.inference import predict_loader
 
-_FIELDS = ("index", "image_id", "keypoints", "scores", "score", "area")
+_FIELDS = (
+    "index", "image_id", "keypoints", "scores", "score", "area", "top_mass", "window_mass",
+)  # fmt: skip
+HEALTH_KEYS = ("dead_share", "top_mass", "window_mass")
 
 
 def _numpy(batch: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -41,7 +48,8 @@ def collect_predictions(
 ) -> dict[str, np.ndarray] | None:
     """All predictions of ``dataset`` in dataset order on rank 0 (``None`` on other ranks).
 
-    Keys: index, image_id, keypoints (N, K, 2) image px, scores (N, K), score (box), area.
+    Keys: index, image_id, keypoints (N, K, 2) image px, scores (N, K), score (box), area,
+    top_mass and window_mass (N, K) (mass shares of the non-flipped heatmaps, NaN when dead).
     """
     loader = DataLoader(
         dataset,
@@ -72,8 +80,13 @@ def evaluate(
     num_workers: int = 0,
     flip_perm: Sequence[int] | None = None,
     shift: bool = True,
+    heatmap_health: bool = False,
 ) -> dict[str, Any] | None:
-    """Metrics of ``model`` on ``dataset`` (rank 0; ``None`` on the other ranks)."""
+    """Metrics of ``model`` on ``dataset`` (rank 0; ``None`` on the other ranks).
+
+    ``heatmap_health``: add ``dead_share``, ``top_mass`` and ``window_mass`` of the non-flipped
+    heatmaps (see the module docstring; None where every heatmap is dead).
+    """
     merged = collect_predictions(
         model, dataset, codec, device, batch_size, num_workers, flip_perm, shift
     )
@@ -81,4 +94,8 @@ def evaluate(
         return None
     evaluator.reset()
     evaluator.process_predictions(merged)
-    return evaluator.evaluate()
+    metrics = evaluator.evaluate()
+    if heatmap_health:
+        health = health_summary(merged["top_mass"], merged["window_mass"])
+        metrics = {**metrics, **{k: health[k] for k in HEALTH_KEYS}}
+    return metrics

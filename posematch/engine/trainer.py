@@ -4,10 +4,12 @@
 scheduler), on CPU or CUDA, in one process or under torchrun (DistributedDataParallel; the global
 batch is ``batch_size`` x world size, and every rank sees its share of the same shuffled order, so
 the run equals a one-process run of the same global batch). It validates every ``val_every`` epochs
-through ``posematch.engine.evaluate``, keeps ``last.pth`` every epoch and ``best.pth`` by the
-monitored metric (atomic writes), appends ``metrics.jsonl``, logs to TensorBoard, and stops on a
-non-finite loss. ``resume="auto"`` continues from ``last.pth`` with model, optimizer, scheduler,
-grad scaler, epoch, best metric and RNG states, so an interrupted run ends as if it had not stopped.
+through ``posematch.engine.evaluate`` (the metrics plus the health of the non-flipped validation
+heatmaps: ``val/dead_share``, ``val/top_mass``, ``val/window_mass``), keeps ``last.pth`` every
+epoch and ``best.pth`` by the monitored metric (atomic writes), appends ``metrics.jsonl``, logs to
+TensorBoard, and stops on a non-finite loss. ``resume="auto"`` continues from ``last.pth`` with
+model, optimizer, scheduler, grad scaler, epoch, best metric and RNG states, so an interrupted run
+ends as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -275,9 +277,11 @@ def fit(
                 record["skipped"] = skipped
             last = epoch + 1 == settings.epochs
             if val_set is not None and ((epoch + 1) % settings.val_every == 0 or last):
+                # The record also gets val/dead_share, val/top_mass, val/window_mass: the health
+                # of the non-flipped validation heatmaps, so a dying run shows while it happens.
                 metrics = evaluate(
                     model, val_set, codec, evaluator, device, settings.batch_size,
-                    settings.num_workers, flip_perm, settings.shift_heatmap,
+                    settings.num_workers, flip_perm, settings.shift_heatmap, heatmap_health=True,
                 )  # fmt: skip
                 metrics = dist.broadcast_object(metrics)
                 record.update({f"val/{k}": v for k, v in metrics.items() if k != "scored"})

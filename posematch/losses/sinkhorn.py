@@ -20,6 +20,12 @@ How it is computed, and why:
   is only good to ~1e-6 (measured: the error stalls at 1.0e-6 on 64x48 maps), so in float32 the
   tolerance is raised to ``FLOAT32_TOL_FLOOR`` = 1e-5 instead of silently running every iteration;
   1e-5 is reached in about 5-7 scalings at reg = 1 and leaves the value within ~1e-6 relative.
+  ``tol=0`` switches the test off: exactly ``max_iters`` scalings run, in any dtype (the paper's
+  Table 5 varies the iteration count; with a tolerance every count above ~10 gives the same plan).
+- The unit of the cost (and of ``reg``) is ``pixel_size`` per heatmap pixel: 1 (default) measures in
+  heatmap pixels; the stride (4 for HRNet / SimpleBaseline) measures in input-image pixels, the
+  reading of the paper's demanders written with a pixel size g. With cost C' = g C and reg', the plan
+  is the one of cost C and reg' / g, and the value is g times its cost, so only reg / g shapes it.
 - The gradient is not unrolled through the iterations. At the fixed point P_ij = a_i Q_ij(g) with
   Q_i = softmax((g - C_i) / reg) and sum_i a_i Q_i(g) = b; implicit differentiation gives
   dL/da_i = sum_j Q_ij (C_ij - lambda_j), where lambda solves the M x M system
@@ -51,23 +57,49 @@ SUBPIXEL_SPREAD = math.sqrt(2.0)  # largest distance between two demanders of on
 REDUCTIONS = ("none", "sum", "batchmean")
 
 
-def suppliers_from_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
+class _ReluLeakyGrad(torch.autograd.Function):
+    """relu(x) forward; backward with slope ``leak`` (instead of 0) where x <= 0."""
+
+    @staticmethod
+    def forward(ctx, x, leak):
+        ctx.save_for_backward(x)
+        ctx.leak = leak
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.where(x > 0, 1.0, ctx.leak).to(grad.dtype), None
+
+
+def suppliers_from_heatmaps(heatmaps: torch.Tensor, dead_grad: float = 0.0) -> torch.Tensor:
     """Suppliers a = relu(H) / sum(relu(H)) per joint, uniform when a heatmap has no positive mass.
 
     Args:
         heatmaps: (B, K, h, w) float.
+        dead_grad: slope of relu's gradient below zero. 0 (the paper's relu): a pixel <= 0 gets no
+            gradient, and a heatmap without positive value gets none at all, so it never recovers.
+            > 0: the value is unchanged, but the gradient reaches pixels <= 0 with this slope, and a
+            heatmap without positive value (uniform suppliers) passes ``dead_grad`` times the
+            gradient of its uniform suppliers to its pixels, centred: pixels near the dot rise, so
+            a dead heatmap comes back to life. A surrogate gradient, not the gradient of the value.
 
     Returns:
         (B, K, h * w) masses summing to 1 over the last axis, differentiable w.r.t. the heatmaps.
     """
-    flat = heatmaps.flatten(2).clamp_min(0)
+    flat_h = heatmaps.flatten(2)
+    flat = _ReluLeakyGrad.apply(flat_h, dead_grad) if dead_grad > 0 else flat_h.clamp_min(0)
     # Dividing by the maximum first keeps the sum finite for huge logits; the division by a safe
     # denominator keeps the gradient finite (zero) when a heatmap has no positive mass.
     peak = flat.amax(dim=-1, keepdim=True)
     alive = peak > 0
-    flat = flat / torch.where(alive, peak, torch.ones_like(peak))
+    flat = flat / torch.where(alive, peak, torch.ones_like(peak)).detach()
     total = flat.sum(dim=-1, keepdim=True)
     uniform = torch.full_like(flat, 1.0 / flat.shape[-1])
+    if dead_grad > 0:
+        # Value exactly uniform; gradient dead_grad * (g_i - mean g) for the suppliers' gradient g.
+        centred = flat_h - flat_h.mean(dim=-1, keepdim=True)
+        uniform = uniform + dead_grad * (centred - centred.detach())
     return torch.where(alive, flat / torch.where(alive, total, torch.ones_like(total)), uniform)
 
 
@@ -158,9 +190,24 @@ class _MatchingCost(torch.autograd.Function):
         return grad_a * grad_value.unsqueeze(-1), None, None, None, None, None, None
 
 
-def _check_options(reg: float, max_iters: int, tol: float, reduction: str, demanders: str) -> None:
+def _check_options(
+    reg: float,
+    max_iters: int,
+    tol: float,
+    reduction: str,
+    demanders: str,
+    pixel_size: float,
+    dead_grad: float,
+) -> None:
     if not (isinstance(reg, (int, float)) and math.isfinite(reg) and reg > 0):
         raise ValueError(f"reg={reg!r}: the entropic regularisation must be a positive number")
+    if not (isinstance(pixel_size, (int, float)) and math.isfinite(pixel_size) and pixel_size > 0):
+        raise ValueError(
+            f"pixel_size={pixel_size!r}: the size of a heatmap pixel in the cost's unit must be a "
+            "positive number (1 = heatmap pixels, the stride = input-image pixels)"
+        )
+    if not (isinstance(dead_grad, (int, float)) and 0 <= dead_grad <= 1):
+        raise ValueError(f"dead_grad={dead_grad!r}: the surrogate slope must be in [0, 1]")
     if not (isinstance(max_iters, int) and max_iters >= 1):
         raise ValueError(f"max_iters={max_iters!r}: must be a positive integer")
     if not (isinstance(tol, (int, float)) and tol >= 0):
@@ -180,6 +227,8 @@ def sinkhorn_matching_loss(
     tol: float = 1e-9,
     demanders: str = "subpixel",
     reduction: str = "none",
+    pixel_size: float = 1.0,
+    dead_grad: float = 0.0,
     return_iters: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, int]:
     """Distribution-matching loss between predicted heatmaps and ground-truth dots.
@@ -189,19 +238,23 @@ def sinkhorn_matching_loss(
             when given float64, autocast disabled).
         keypoints: (B, K, 2) ground-truth dots (x, y) in heatmap pixels.
         weights: (B, K) joint weights (0 = ignore); default all ones.
-        reg: entropic regularisation, in heatmap pixels (the unit of the cost).
+        reg: entropic regularisation, in the unit of the cost (see ``pixel_size``).
         max_iters: the most Sinkhorn scalings.
         tol: stopping threshold on the L2 column-marginal error (raised to ``FLOAT32_TOL_FLOOR`` in
-            float32, where smaller errors are not representable).
+            float32, where smaller errors are not representable); 0 runs exactly ``max_iters``.
         demanders: ``"subpixel"`` (4 bilinear demanders, the paper's default) or ``"naive"``.
         reduction: ``"none"`` -> (B, K) weights * <C, P>; ``"sum"`` -> scalar sum of those;
             ``"batchmean"`` -> their sum over joints, mean over the batch.
+        pixel_size: size of one heatmap pixel in the unit of the cost and of ``reg``: 1 = heatmap
+            pixels (default), the stride (e.g. 4) = input-image pixels.
+        dead_grad: surrogate gradient slope for heatmap values <= 0 (see
+            ``suppliers_from_heatmaps``); 0 = the paper's relu.
         return_iters: also return the number of Sinkhorn scalings run (the batch's maximum).
 
     Returns:
-        The loss in heatmap pixels (float32 or float64), and the iterations when asked.
+        The loss in the cost's unit (float32 or float64), and the iterations when asked.
     """
-    _check_options(reg, max_iters, tol, reduction, demanders)
+    _check_options(reg, max_iters, tol, reduction, demanders, pixel_size, dead_grad)
     if heatmaps.dim() != 4:
         raise ValueError(f"heatmaps: expected (B, K, h, w), got shape {tuple(heatmaps.shape)}")
     bsz, k, h, w = heatmaps.shape
@@ -211,7 +264,7 @@ def sinkhorn_matching_loss(
         raise ValueError(f"weights: expected shape {(bsz, k)}, got {tuple(weights.shape)}")
 
     dtype = torch.float64 if heatmaps.dtype == torch.float64 else torch.float32
-    if dtype == torch.float32:
+    if dtype == torch.float32 and tol > 0:
         tol = max(tol, FLOAT32_TOL_FLOOR)
     with torch.autocast(device_type=heatmaps.device.type, enabled=False):
         heatmaps = heatmaps.to(dtype)
@@ -226,7 +279,7 @@ def sinkhorn_matching_loss(
         positions, masses = make_demanders(dots, demanders)  # (B, K, M, 2), (B, K, M)
         masses = torch.where(masses > torch.finfo(dtype).tiny, masses, 0.0)
 
-        a = suppliers_from_heatmaps(heatmaps).reshape(bsz * k, h * w)
+        a = suppliers_from_heatmaps(heatmaps, dead_grad).reshape(bsz * k, h * w)
         pos = positions.reshape(bsz * k, -1, 1, 1, 2)
         xs = torch.arange(w, dtype=dtype, device=heatmaps.device)
         ys = torch.arange(h, dtype=dtype, device=heatmaps.device).unsqueeze(-1)
@@ -234,10 +287,11 @@ def sinkhorn_matching_loss(
             ((xs - pos[..., 0]) ** 2 + (ys - pos[..., 1]) ** 2).sqrt_().flatten(-2)
         )  # (B*K, M, N)
         info: dict[str, int] = {}
+        # Solved in heatmap pixels: the plan depends on reg / pixel_size only (module docstring).
         value = _MatchingCost.apply(
-            a, cost, masses.reshape(bsz * k, -1), float(reg), max_iters, float(tol), info
+            a, cost, masses.reshape(bsz * k, -1), reg / pixel_size, max_iters, float(tol), info
         )
-        value = torch.where(used, value.reshape(bsz, k) * weights, 0.0)
+        value = torch.where(used, value.reshape(bsz, k) * (weights * pixel_size), 0.0)
 
     if reduction == "sum":
         value = value.sum()
@@ -250,7 +304,7 @@ class SinkhornMatchingLoss(nn.Module):
     """The distribution-matching loss as a module for configs: sum over joints, mean over the batch.
 
     ``forward(heatmaps (B, K, h, w), keypoints (B, K, 2) heatmap px, weights (B, K))`` returns a
-    scalar in heatmap pixels. ``last_iters`` holds the Sinkhorn scalings of the latest call, for
+    scalar in the cost's unit (heatmap pixels times ``pixel_size``). ``last_iters`` holds the Sinkhorn scalings of the latest call, for
     logging.
     """
 
@@ -263,9 +317,13 @@ class SinkhornMatchingLoss(nn.Module):
         tol: float = 1e-9,
         demanders: str = "subpixel",
         reduction: str = "batchmean",
+        pixel_size: float = 1.0,
+        dead_grad: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_options(reg, max_iters, tol, reduction, demanders)
+        _check_options(reg, max_iters, tol, reduction, demanders, pixel_size, dead_grad)
+        self.pixel_size = pixel_size
+        self.dead_grad = dead_grad
         self.reg = reg
         self.max_iters = max_iters
         self.tol = tol
@@ -288,6 +346,8 @@ class SinkhornMatchingLoss(nn.Module):
             tol=self.tol,
             demanders=self.demanders,
             reduction=self.reduction,
+            pixel_size=self.pixel_size,
+            dead_grad=self.dead_grad,
             return_iters=True,
         )
         return value
@@ -295,5 +355,6 @@ class SinkhornMatchingLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"reg={self.reg}, max_iters={self.max_iters}, tol={self.tol}, "
-            f"demanders={self.demanders!r}, reduction={self.reduction!r}"
+            f"demanders={self.demanders!r}, reduction={self.reduction!r}, "
+            f"pixel_size={self.pixel_size}, dead_grad={self.dead_grad}"
         )

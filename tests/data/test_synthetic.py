@@ -105,6 +105,22 @@ def test_cli_writes_the_layout(tmp_path: Path):
         assert cli_bytes == ann_file(tmp_path / "api", split).read_bytes()
 
 
+def test_held_out_splits_are_independent_draws_and_leave_train_val_unchanged(tmp_path: Path):
+    plain = generate(tmp_path / "plain", 3, 2, seed=5, workers=1)
+    full = generate(tmp_path / "full", 3, 2, seed=5, workers=1, num_test=2, num_pretrain=2)
+    for split in ("train2017", "val2017"):  # adding held-out splits changes nothing else
+        assert ann_file(plain, split).read_bytes() == ann_file(full, split).read_bytes()
+    assert not (plain / "test2017").exists() and not ann_file(plain, "test2017").exists()
+    images = {}
+    for split in ("val2017", "test2017", "pretrain2017"):
+        coco = COCO(str(ann_file(full, split)))
+        assert len(coco.getImgIds()) == 2 and len(coco.getAnnIds()) >= 2
+        images[split] = {p.read_bytes() for p in (full / split).iterdir()}
+    # Same file names, other pictures: every split is its own draw.
+    assert not images["test2017"] & images["val2017"]
+    assert not images["pretrain2017"] & (images["val2017"] | images["test2017"])
+
+
 def test_visibility_zero_exactly_outside_the_image():
     """Unzeroed keypoints from ``synthesize``: v = 0 iff the joint lies in no pixel."""
     outside_seen = occluded_seen = 0

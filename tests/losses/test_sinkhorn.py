@@ -227,6 +227,9 @@ def test_module_reduction_sums_joints_and_averages_batch(rng):
         ("tol", {"tol": -1e-3}),
         ("demanders", {"demanders": "bilinear"}),
         ("reduction", {"reduction": "mean"}),
+        ("pixel_size", {"pixel_size": 0.0}),
+        ("dead_grad", {"dead_grad": -0.1}),
+        ("dead_grad", {"dead_grad": 2.0}),
     ],
 )
 def test_bad_options_name_the_option(option, kwargs):
@@ -239,3 +242,86 @@ def test_bad_shapes_name_the_argument():
         sinkhorn_matching_loss(torch.rand(2, 3, 4, 4), torch.rand(2, 3))
     with pytest.raises(ValueError, match="weights"):
         sinkhorn_matching_loss(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 2), torch.ones(2))
+
+
+def test_tol_zero_runs_exactly_max_iters_in_float32(rng):
+    # The float32 tolerance floor stops a converged problem after a handful of scalings; tol=0 must
+    # not be raised to it, so that an iteration sweep (the paper's Table 5) changes the computation.
+    heat, dots = random_problem(rng, h=16, w=12)
+    heat, dots = heat.float(), dots.float()
+    _, early = sinkhorn_matching_loss(heat, dots, tol=1e-9, max_iters=1000, return_iters=True)
+    assert early < 20
+    for n in (1, 50, 500):
+        _, iters = sinkhorn_matching_loss(heat, dots, tol=0.0, max_iters=n, return_iters=True)
+        assert iters == n
+    module = SinkhornMatchingLoss(tol=0.0, max_iters=123)
+    module(heat, dots)
+    assert module.last_iters == 123
+
+
+@pytest.mark.parametrize("pixel_size", [1.0, 4.0])
+def test_pixel_size_measures_cost_and_reg_in_input_pixels(rng, pixel_size):
+    # Cost in input pixels = pixel_size x the heatmap-pixel distance, reg in the same unit: POT
+    # solved on that scaled cost in float64 is the independent reference.
+    heat, dots = random_problem(rng, b=1, k=2)
+    got = sinkhorn_matching_loss(heat, dots, reg=1.0, tol=1e-13, pixel_size=pixel_size)
+    h, w = heat.shape[-2:]
+    for k in range(2):
+        a = heat[0, k].numpy().ravel()
+        a = a / a.sum()
+        pos, masses = demanders_reference(dots[0, k].numpy(), "subpixel")
+        keep = masses > 0
+        cost = pixel_size * np.linalg.norm(pixel_centres(h, w)[:, None] - pos[None, keep], axis=-1)
+        plan = ot.sinkhorn(a, masses[keep], cost, 1.0, method="sinkhorn_log", stopThr=1e-14,
+                           numItermax=100000)  # fmt: skip
+        assert got[0, k].item() == pytest.approx(float((plan * cost).sum()), rel=1e-9)
+
+
+def test_input_pixel_reg_leaves_a_sharper_optimum():
+    # A heatmap whose mass sits on the four demanders (the ideal prediction) costs less, relative
+    # to the cost of the same mass one pixel off, when the blur (reg) is a quarter of a pixel.
+    dot = torch.tensor([[[3.25, 2.5]]], dtype=torch.float64)
+    ideal = torch.zeros(1, 1, 6, 8, dtype=torch.float64)
+    ideal[0, 0, 2, 3], ideal[0, 0, 2, 4], ideal[0, 0, 3, 3], ideal[0, 0, 3, 4] = (
+        0.375,
+        0.125,
+        0.375,
+        0.125,
+    )
+    off = torch.roll(ideal, 1, dims=-1)
+    ratio = {}
+    for g in (1.0, 4.0):
+        pair = [
+            sinkhorn_matching_loss(x, dot, tol=1e-13, pixel_size=g).item() for x in (ideal, off)
+        ]
+        ratio[g] = pair[0] / pair[1]
+    assert ratio[4.0] < ratio[1.0]
+
+
+def test_dead_grad_keeps_the_value_and_revives_a_dead_heatmap():
+    heat = -torch.rand(1, 1, 6, 5, dtype=torch.float64) - 0.1
+    dot = torch.tensor([[[1.0, 4.0]]], dtype=torch.float64)
+    values = []
+    for slope in (0.0, 0.1):
+        x = heat.clone().requires_grad_(True)
+        value = sinkhorn_matching_loss(x, dot, tol=1e-13, dead_grad=slope)
+        value.sum().backward()
+        values.append(value.item())
+        grad = x.grad[0, 0]
+    assert values[1] == pytest.approx(values[0], rel=1e-12)
+    # Gradient descent must raise the pixel holding the dot and lower the farthest corner.
+    assert grad[4, 1] < 0 < grad[0, 4]
+    assert grad.sum().item() == pytest.approx(0.0, abs=1e-12)  # centred: no global shift
+
+
+def test_dead_grad_reaches_negative_pixels_of_a_live_heatmap():
+    heat = torch.full((1, 1, 5, 5), -1.0, dtype=torch.float64)
+    heat[0, 0, 0, 0] = 1.0  # the only positive pixel, far from the dot
+    dot = torch.tensor([[[3.0, 3.0]]], dtype=torch.float64)
+    grads = []
+    for slope in (0.0, 0.5):
+        x = heat.clone().requires_grad_(True)
+        sinkhorn_matching_loss(x, dot, tol=1e-13, dead_grad=slope).sum().backward()
+        grads.append(x.grad[0, 0])
+    assert grads[0][3, 3] == 0.0  # the paper's relu: no gradient below zero
+    assert grads[1][3, 3] < 0  # the surrogate raises the pixel on the dot

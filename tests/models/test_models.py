@@ -167,3 +167,16 @@ def test_softplus_head_is_log1p_exp_of_the_same_conv_and_loads_the_same_keys():
     torch.testing.assert_close(out, expected, rtol=1e-8, atol=1e-12)
     with pytest.raises(ValueError, match="activation='sigmoid'"):
         Conv1x1Head(8, 5, activation="sigmoid")
+
+
+def test_output_scale_multiplies_the_logits_before_the_activation():
+    torch.manual_seed(0)
+    plain = Conv1x1Head(8, 5).double()
+    scaled = Conv1x1Head(8, 5, activation="softplus", output_scale=10.0).double()
+    scaled.load_state_dict(plain.state_dict())  # no extra parameter
+    features = torch.randn(2, 8, 6, 4, dtype=torch.float64) * 300
+    z = 10.0 * plain(features)
+    expected = torch.log1p(torch.exp(-z.abs())) + z.clamp_min(0)
+    torch.testing.assert_close(scaled(features), expected, rtol=1e-8, atol=1e-12)
+    with pytest.raises(ValueError, match="output_scale"):
+        Conv1x1Head(8, 5, output_scale=0.0)

@@ -1,0 +1,397 @@
+"""The fair study of the matching loss against Gaussian-MSE on the synthetic data (issue 7).
+
+    python scripts/study.py [--stages search,final,long] [--variants mse,match_hm,match_in]
+                            [--data data/synthetic] [--runs runs/study] [--out results/study.md]
+
+Protocol (each step runs ``posematch-train`` / ``posematch-diagnose`` as a user would):
+
+1. Data: the synthetic generator's train (1500), val (300) and held-out test (300) splits, seed 0;
+   each split its own draw. No choice looks at ``test``.
+2. ``search``: every variant (a loss and its options, same network, data, augmentation, steps)
+   gets the same Hydra multirun grid -- learning rate x lr drop after epoch 2 (gamma 0.1, or 1.0 =
+   no drop) -- at 3 epochs, seed 0; the cell with the best final-epoch val AP is selected.
+3. ``final``: the selected setting of every variant is trained again with seed 1 (seed 0 is the
+   search run itself); both seeds are scored on the test split (``posematch-diagnose split=test``,
+   the last checkpoint: a fixed budget, not the best epoch).
+4. ``long``: the selected lr, 10 epochs, lr x0.1 after epoch 8, seeds 0 and 1, scored on test.
+
+Every run lives in its own folder under ``--runs`` and resumes (``resume=auto``); a stage whose
+runs exist is not run again, so the command continues where it stopped. ``results/study.md`` is
+rewritten from the run folders after every run, with the command behind each row; cells that
+have not run show as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+DEMO = "experiment=demo/synthetic_sinkhorn"
+VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (label, overrides)
+    "mse": ("MSE, Gaussian sigma 1 hm px (official head)", ["experiment=demo/synthetic_mse"]),
+    "match_hm": ("matching, cost and reg in heatmap px (softplus head)", [DEMO]),
+    "match_in": (
+        "matching, cost and reg in input px (softplus head)",
+        [DEMO, "loss.pixel_size=4.0"],
+    ),
+    "match_hm_s10": (
+        "matching, heatmap px, softplus head, output scale 10",
+        [DEMO, "+model.head.output_scale=10.0"],
+    ),
+    "match_in_s10": (
+        "matching, input px, softplus head, output scale 10",
+        [DEMO, "loss.pixel_size=4.0", "+model.head.output_scale=10.0"],
+    ),
+}
+# The paper's relu head from scratch: one epoch each, the demo's lr, seed 0, val (dead share, AP).
+RELU = {
+    "relu": ("relu head (paper), dead_grad 0", [DEMO, "model.head.activation=none"]),
+    "relu_dg0.1": (
+        "relu head, dead_grad 0.1",
+        [DEMO, "model.head.activation=none", "loss.dead_grad=0.1"],
+    ),
+    "relu_dg1": (
+        "relu head, dead_grad 1.0",
+        [DEMO, "model.head.activation=none", "loss.dead_grad=1.0"],
+    ),
+}
+LRS = ("2.0e-3", "4.0e-3", "8.0e-3")
+GAMMAS = ("0.1", "1.0")
+GRID = list(itertools.product(LRS, GAMMAS))
+COMMON = ["trainer.epochs=3", "schedule.milestones=[2]", "trainer.val_every=3"]
+LONG = [
+    "trainer.epochs=10",
+    "schedule.milestones=[8]",
+    "schedule.gamma=0.1",
+    "trainer.val_every=10",
+]
+SEEDS = (0, 1)
+STAGES = ("search", "final", "long", "relu")
+
+
+def exe(name: str) -> str:
+    return shutil.which(name) or str(Path(sys.executable).parent / name)
+
+
+def run(cmd: list[str]) -> None:
+    print("[study] " + " ".join(cmd[1:] if cmd[0].endswith("python") else cmd), flush=True)
+    subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def final_val_ap(run_dir: Path, epochs: int) -> float | None:
+    """val AP of the run's epoch ``epochs`` (None until it has one)."""
+    record = _epoch_record(run_dir, epochs)
+    return None if record is None else float(record["val/AP"])
+
+
+def search_cells(name: str, args: argparse.Namespace) -> dict[tuple[str, str], tuple[Path, float]]:
+    """(lr, gamma) as in ``GRID`` -> (job folder, final val AP) of the variant's finished search
+    jobs, read from each job's own ``.hydra/overrides.yaml`` (not from the sweeper's job order;
+    Hydra writes the numbers in its own format, so they are compared as floats)."""
+    import yaml
+
+    cells = {}
+    for job in sorted((args.runs / "search" / name).glob("[0-9]*")):
+        ap = final_val_ap(job, 3)
+        overrides = job / ".hydra" / "overrides.yaml"
+        if ap is None or not overrides.is_file():
+            continue
+        values = dict(o.split("=", 1) for o in yaml.safe_load(overrides.read_text()))
+        key = (float(values["optim.optimizer.lr"]), float(values["schedule.gamma"]))
+        for cell in GRID:
+            if (float(cell[0]), float(cell[1])) == key:
+                cells[cell] = (job, ap)
+    return cells
+
+
+def search(name: str, args: argparse.Namespace) -> None:
+    sweep = args.runs / "search" / name
+    if len(search_cells(name, args)) == len(GRID):
+        return
+    run(
+        [
+            exe("posematch-train"),
+            "-m",
+            *VARIANTS[name][1],
+            f"data.root={args.data}",
+            *COMMON,
+            f"optim.optimizer.lr={','.join(LRS)}",
+            f"schedule.gamma={','.join(GAMMAS)}",
+            "trainer.seed=0",
+            f"hydra.sweep.dir={sweep}",
+            "resume=auto",
+        ]
+    )
+
+
+def selected(name: str, args: argparse.Namespace) -> tuple[Path, str, str, float] | None:
+    """(job folder, lr, gamma, val AP) of the variant's best search cell (the first in grid order
+    on a tie), None until every cell has run."""
+    cells = search_cells(name, args)
+    if len(cells) < len(GRID):
+        return None
+    best = max(GRID, key=lambda cell: cells[cell][1])
+    return cells[best][0], *best, cells[best][1]
+
+
+def train_cmd(name: str, lr: str, gamma: str, seed: int, extra: list[str], run_dir: Path, data):
+    return [
+        exe("posematch-train"),
+        *VARIANTS[name][1],
+        f"data.root={data}",
+        *extra,
+        f"optim.optimizer.lr={lr}",
+        f"schedule.gamma={gamma}",
+        f"trainer.seed={seed}",
+        f"hydra.run.dir={run_dir}",
+        "resume=auto",
+    ]
+
+
+def final_runs(name: str, args: argparse.Namespace, stage: str) -> list[tuple[int, Path, list]]:
+    """(seed, run folder, command) of a variant's scored runs in ``stage`` (final or long)."""
+    pick = selected(name, args)
+    if pick is None:
+        return []
+    job, lr, gamma, _ = pick
+    out = []
+    for seed in SEEDS:
+        if stage == "final":
+            run_dir = job if seed == 0 else None
+            run_dir = run_dir or args.runs / "final" / name / f"seed{seed}"
+            cmd = train_cmd(name, lr, gamma, seed, COMMON, run_dir, args.data)
+        else:
+            run_dir = args.runs / "long" / name / f"seed{seed}"
+            cmd = train_cmd(name, lr, "0.1", seed, LONG, run_dir, args.data)
+        out.append((seed, run_dir, cmd))
+    return out
+
+
+def score_on_test(run_dir: Path, score: str | None = None) -> None:
+    """``posematch-diagnose`` on the test split into RUN/test (RUN/test_<score> with another
+    keypoint score)."""
+    out = run_dir / ("test" if score is None else f"test_{score}")
+    if (out / "diagnosis.json").is_file():
+        return
+    extra = [] if score is None else [f"score={score}"]
+    run(
+        [
+            exe("posematch-diagnose"),
+            f"run={run_dir}",
+            "checkpoint=last.pth",
+            "split=test",
+            f"out={out}",
+            *extra,
+        ]
+    )
+
+
+def relu_run(name: str, args: argparse.Namespace) -> Path:
+    run_dir = args.runs / "relu" / name
+    if final_val_ap(run_dir, 1) is None:
+        run(
+            [
+                exe("posematch-train"),
+                *RELU[name][1],
+                f"data.root={args.data}",
+                "trainer.epochs=1",
+                "trainer.seed=0",
+                f"hydra.run.dir={run_dir}",
+                "resume=auto",
+            ]
+        )
+    return run_dir
+
+
+def scored(stage_runs: list[tuple[int, Path, list]]) -> list[tuple[int, dict, list]]:
+    """(seed, test diagnosis, command) of the runs that have been scored on test."""
+    out = []
+    for seed, run_dir, cmd in stage_runs:
+        path = run_dir / "test" / "diagnosis.json"
+        if path.is_file():
+            out.append((seed, json.loads(path.read_text()), cmd))
+    return out
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
+
+
+def report(args: argparse.Namespace) -> str:
+    lines = [
+        "# The matching loss against Gaussian-MSE: the fair study (scripts/study.py)",
+        "",
+        "Synthetic data (generator seed 0): train 1500, val 300, held-out test 300 images. Tiny",
+        "HRNet (W16, 0.88 M parameters, 128x96 input, 32x24 heatmaps), from scratch, batch 16, Adam,",
+        "100-step warm-up, the demo's augmentation; every variant the same network, data and steps.",
+        "OKS-AP in percent (pycocotools), ground-truth boxes, flip test, last checkpoint.",
+        "",
+        "## Search (val, seed 0, 3 epochs): lr x gamma of the lr drop after epoch 2",
+        "",
+        "| variant | " + " | ".join(f"lr {lr} g {g}" for lr, g in GRID) + " | selected |",
+        "|---|" + "---:|" * (len(GRID) + 1),
+    ]
+    for name, (label, _) in VARIANTS.items():
+        found = search_cells(name, args)
+        cells = [f"{100 * found[c][1]:.1f}" if c in found else "–" for c in GRID]
+        pick = selected(name, args)
+        chosen = "–" if pick is None else f"lr {pick[1]}, gamma {pick[2]}"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {chosen} |")
+    for stage, title in (
+        ("final", "Held-out test, 3 epochs (selected setting, seeds 0 and 1)"),
+        ("long", "Held-out test, 10 epochs (selected lr, x0.1 after epoch 8, seeds 0 and 1)"),
+    ):
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| variant | AP (mean ± sd) | AP per seed | AP50 | AP75 | AR | AP oracle scores |"
+            " joint err median / p90 (sqrt(area)) | dead heatmaps |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        commands = []
+        for name, (label, _) in VARIANTS.items():
+            rows = scored(final_runs(name, args, stage))
+            if not rows:
+                lines.append(f"| {label} | – | – | – | – | – | – | – | – |")
+                continue
+
+            def pct(key: str, part: str = "ap", rows=rows) -> list[float]:
+                return [100 * r[1][part][key] for r in rows]
+
+            err = [r[1]["joint_error"]["all"] for r in rows]
+            health = [r[1]["heatmap_health"]["dead_share"] for r in rows]
+            lines.append(
+                f"| {label} | {mean_sd(pct('AP'))} | "
+                + ", ".join(f"s{r[0]}: {100 * r[1]['ap']['AP']:.1f}" for r in rows)
+                + f" | {mean_sd(pct('AP50'))} | {mean_sd(pct('AP75'))} | {mean_sd(pct('AR'))}"
+                + f" | {mean_sd(pct('AP', 'ap_oracle'))}"
+                + f" | {statistics.mean(e['median_rel'] for e in err):.4f} / "
+                + f"{statistics.mean(e['p90_rel'] for e in err):.4f}"
+                + f" | {statistics.mean(health):.3f} |"
+            )
+            commands += [f"- {label}, seed {r[0]}: `{' '.join(r[2][1:])}`" for r in rows]
+        if commands:
+            lines += [
+                "",
+                "Commands (each then scored with `posematch-diagnose run=DIR "
+                "checkpoint=last.pth split=test out=DIR/test`):",
+                "",
+                *commands,
+            ]
+    lines += [
+        "",
+        "## Keypoint score of the matching models (test, 3 epochs, same keypoints)",
+        "",
+        "| variant | AP, max score (official) | AP, mass score (`codec=dots_mass`) |",
+        "|---|---:|---:|",
+    ]
+    for name, (label, _) in VARIANTS.items():
+        if not name.startswith("match"):
+            continue
+        runs = final_runs(name, args, "final")
+        maxes = [_test_ap(d / "test_max") for _, d, _ in runs]
+        masses = [_test_ap(d / "test") for _, d, _ in runs]
+        lines.append(
+            f"| {label} | {mean_sd([m for m in maxes if m is not None])} | "
+            f"{mean_sd([m for m in masses if m is not None])} |"
+        )
+    lines += [
+        "",
+        "## The paper's relu head from scratch (val, 1 epoch, lr 4e-3, seed 0)",
+        "",
+        "| head and remedy | dead heatmaps | top-pixel mass | val AP | train loss |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, (label, _) in RELU.items():
+        record = _epoch_record(args.runs / "relu" / name, 1)
+        if record is None:
+            lines.append(f"| {label} | – | – | – | – |")
+            continue
+        top = record.get("val/top_mass")
+        lines.append(
+            f"| {label} | {record['val/dead_share']:.3f} | "
+            f"{'–' if top is None else f'{top:.3f}'} | {100 * record['val/AP']:.1f} | "
+            f"{record['train_loss']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _test_ap(folder: Path) -> float | None:
+    path = folder / "diagnosis.json"
+    return 100 * json.loads(path.read_text())["ap"]["AP"] if path.is_file() else None
+
+
+def _epoch_record(run_dir: Path, epoch: int) -> dict | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("epoch") == epoch and "val/AP" in record:
+            return record
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stages", default="search,final")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "synthetic")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "study")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "study.md")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    args = parser.parse_args()
+    stages = [s for s in args.stages.split(",") if s]
+    names = [v for v in args.variants.split(",") if v]
+    for bad in [s for s in stages if s not in STAGES] + [v for v in names if v not in VARIANTS]:
+        parser.error(
+            f"unknown stage or variant {bad!r}: stages {STAGES}, variants {tuple(VARIANTS)}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:
+        args.out.write_text(report(args))
+
+    if not args.report_only:
+        ann = args.data / "annotations" / "person_keypoints_test2017.json"
+        if not ann.is_file():
+            sys.path.insert(0, str(REPO))
+            from posematch.data.synthetic import generate
+
+            generate(str(args.data), 1500, 300, seed=0, num_test=300)
+        for stage in stages:
+            if stage == "relu":
+                for name in RELU:
+                    relu_run(name, args)
+                    write()
+                continue
+            for name in names:
+                if stage == "search":
+                    search(name, args)
+                else:
+                    for _, run_dir, cmd in final_runs(name, args, stage):
+                        if final_val_ap(run_dir, 10 if stage == "long" else 3) is None:
+                            run(cmd)
+                        score_on_test(run_dir)
+                        if stage == "final" and name.startswith("match"):
+                            score_on_test(run_dir, "max")
+                write()
+    write()
+    print(args.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
