@@ -417,6 +417,9 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "study")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "study.md")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    parser.add_argument(
+        "--seeds", default=None, help="train only these seeds now, e.g. 0 (default: all of SEEDS)"
+    )
     args = parser.parse_args()
     stages = [s for s in args.stages.split(",") if s]
     names = [v for v in args.variants.split(",") if v]
@@ -457,7 +460,9 @@ def main() -> int:
                 if stage == "search":
                     search(name, args)
                 else:
-                    for _, run_dir, cmd in final_runs(name, args, stage):
+                    for seed, run_dir, cmd in final_runs(name, args, stage):
+                        if args.seeds is not None and str(seed) not in args.seeds.split(","):
+                            continue
                         if final_val_ap(run_dir, 10 if stage == "long" else 3) is None:
                             if (
                                 stage == "pretrained"

@@ -8,7 +8,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from posematch.codecs.dots import DotCodec
 from posematch.codecs.gaussian import GaussianHeatmapCodec
@@ -49,11 +48,12 @@ def test_codec_configs_instantiate_and_round_trip(path):
 
 @pytest.mark.parametrize("path", LOSSES, ids=lambda p: p.stem)
 def test_loss_configs_instantiate_and_give_a_finite_differentiable_scalar(path):
-    loss = instantiate(OmegaConf.load(path))
+    cfg = _group_config(path)  # as Hydra composes it: a loss option may extend another
+    loss = instantiate(cfg)
     kpts = torch.tensor([[[40.0, 100.0], [150.0, 30.0]], [[0.0, 0.0], [191.0, 255.0]]])
     vis = torch.tensor([[2, 2], [1, 0]])
     heat = torch.rand(2, 2, 64, 48, requires_grad=True)
-    if "posematch.losses.sinkhorn" in OmegaConf.load(path)._target_:
+    if "posematch.losses.sinkhorn" in cfg._target_:
         target = DotCodec().encode(kpts, vis)
         value = loss(heat, target.keypoints, target.weights)
     else:
