@@ -81,8 +81,10 @@ def suppliers_from_heatmaps(heatmaps: torch.Tensor, dead_grad: float = 0.0) -> t
             gradient, and a heatmap without positive value gets none at all, so it never recovers.
             > 0: the value is unchanged, but the gradient reaches pixels <= 0 with this slope, and a
             heatmap without positive value (uniform suppliers) passes ``dead_grad`` times the
-            gradient of its uniform suppliers to its pixels, centred: pixels near the dot rise, so
-            a dead heatmap comes back to life. A surrogate gradient, not the gradient of the value.
+            gradient of its uniform suppliers to its pixels, centred: pixels near the dot are pushed
+            up, so a dead heatmap can come back. A surrogate gradient, not the gradient of the
+            value (measured on the synthetic demo: it does not keep a from-scratch relu head alive
+            and learning; results/study.md).
 
     Returns:
         (B, K, h * w) masses summing to 1 over the last axis, differentiable w.r.t. the heatmaps.
@@ -93,6 +95,7 @@ def suppliers_from_heatmaps(heatmaps: torch.Tensor, dead_grad: float = 0.0) -> t
     # denominator keeps the gradient finite (zero) when a heatmap has no positive mass.
     peak = flat.amax(dim=-1, keepdim=True)
     alive = peak > 0
+    # The normalised result does not depend on the peak, so it needs no gradient path.
     flat = flat / torch.where(alive, peak, torch.ones_like(peak)).detach()
     total = flat.sum(dim=-1, keepdim=True)
     uniform = torch.full_like(flat, 1.0 / flat.shape[-1])
