@@ -140,7 +140,7 @@ def predict_loader(
     Yields dicts with ``keypoints`` (B, K, 2) image px, ``scores`` (B, K), ``top_mass`` and
     ``window_mass`` (B, K) (``heatmap_mass_shares`` of the non-flipped heatmaps, NaN when dead), and
     from the meta: ``image_id``, ``score`` (box score), ``area``, ``center``, ``scale``, ``index``
-    (dataset index).
+    (dataset index), ``valid`` (False where the dataset skipped an unreadable image).
     """
     model.eval()
     for batch in loader:
@@ -160,4 +160,5 @@ def predict_loader(
             "center": meta["center"],
             "scale": meta["scale"],
             "index": meta["index"],
+            "valid": meta.get("valid", torch.ones(len(images), dtype=torch.bool)),
         }

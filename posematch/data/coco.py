@@ -27,7 +27,14 @@ from pycocotools.coco import COCO
 from posematch.data.boxes import PIXEL_STD, box_to_center_scale
 from posematch.data.keypoints import COCO as COCO_SPEC
 from posematch.data.keypoints import KeypointSpec
-from posematch.data.topdown import BadRecordError, Codec, Instance, TopDownDataset
+from posematch.data.topdown import (
+    BadRecordError,
+    Codec,
+    Instance,
+    TopDownDataset,
+    check_box_size,
+    check_finite,
+)
 from posematch.data.transforms import TopDownPipeline
 
 log = logging.getLogger(__name__)
@@ -35,15 +42,64 @@ PERSON = 1
 
 
 def load_coco(ann_file: str) -> COCO:
-    """pycocotools COCO, quietly; a clear error when the file is missing."""
+    """pycocotools COCO, quietly; a clear error naming the file when it is missing or not JSON."""
     if not os.path.isfile(ann_file):
         raise FileNotFoundError(f"ann_file={ann_file}: annotation file not found")
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(ann_file)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(ann_file)
+    except json.JSONDecodeError as err:
+        raise BadRecordError(f"ann_file={ann_file}: not valid JSON ({err})") from err
+    except (KeyError, TypeError) as err:
+        raise BadRecordError(f"ann_file={ann_file}: not a COCO annotation file ({err!r})") from err
 
 
 def _image_path(coco: COCO, image_dir: str, image_id: int) -> str:
     return os.path.join(image_dir, coco.imgs[image_id]["file_name"])
+
+
+def _gt_instance(
+    coco: COCO, image_dir: str, image_id: int, ann: dict, aspect_ratio: float, k: int, record: str
+) -> Instance | None:
+    """One ground-truth annotation as an Instance; None where the official code drops it (not a
+    person, crowd, no area, no labelled keypoint); BadRecordError when it is malformed."""
+    if ann.get("category_id") != PERSON or ann.get("iscrowd", 0):
+        return None
+    try:
+        kpts = np.asarray(ann["keypoints"], dtype=np.float64)
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        area = float(ann["area"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise BadRecordError(f"{record}: malformed record ({err!r})") from err
+    if kpts.shape != (3 * k,):
+        raise BadRecordError(f"{record}: 'keypoints' has {kpts.size} values, not {3 * k}")
+    check_finite(record, keypoints=kpts, bbox=(x, y, w, h), area=area)
+    kpts = kpts.reshape(k, 3)
+    if not np.isin(kpts[:, 2], (0, 1, 2)).all():
+        raise BadRecordError(f"{record}: 'keypoints' visibility flags {kpts[:, 2]} not in 0/1/2")
+    if area <= 0 or kpts[:, 2].max() <= 0:  # the official filters: silent, as published
+        return None
+    check_box_size(record, w, h)
+    info = coco.imgs[image_id]
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2 = min(info["width"] - 1.0, x1 + max(0.0, w - 1.0))
+    y2 = min(info["height"] - 1.0, y1 + max(0.0, h - 1.0))
+    if x2 < x1 or y2 < y1:
+        raise BadRecordError(f"{record}: 'bbox' {[x, y, w, h]} lies outside the image")
+    center, scale = box_to_center_scale((x1, y1, x2 - x1, y2 - y1), aspect_ratio)
+    if not (scale > 0).all():  # a one-pixel box clips to zero extent on both axes
+        raise BadRecordError(f"{record}: 'bbox' {[x, y, w, h]} has no extent inside the image")
+    return Instance(
+        image_path=_image_path(coco, image_dir, image_id),
+        image_id=int(image_id),
+        center=center,
+        scale=scale,
+        keypoints=kpts[:, :2].copy(),
+        visible=kpts[:, 2].astype(np.int64),
+        score=1.0,
+        area=float(np.prod(scale * PIXEL_STD)),
+        record=record,
+    )
 
 
 def gt_instances(
@@ -54,50 +110,36 @@ def gt_instances(
     ann_file: str = "",
     skip_bad: bool = False,
 ) -> tuple[list[Instance], list[str]]:
-    """Instances from ground-truth boxes, and the list of malformed records that were skipped."""
+    """Instances from ground-truth boxes, and the list of malformed records that were skipped.
+
+    Malformed: a field missing or of the wrong type, a non-finite value, visibility outside 0/1/2,
+    a box without extent, an ``image_id`` absent from ``images``. Each raises ``BadRecordError``
+    naming the file and the annotation id, or with ``skip_bad`` is skipped and listed.
+    """
     k = spec.num_keypoints
     instances: list[Instance] = []
     bad: list[str] = []
+
+    def reject(record: str, err: BadRecordError) -> None:
+        if not skip_bad:
+            raise err
+        log.warning("skipping: %s", err)
+        bad.append(record)
+
+    for image_id in sorted(set(coco.imgToAnns) - set(coco.imgs), key=str):
+        for ann in coco.imgToAnns[image_id]:
+            record = f"{ann_file} annotation id {ann.get('id')}"
+            reject(record, BadRecordError(f"{record}: image_id {image_id} is not in 'images'"))
     for image_id in sorted(coco.imgs):
-        info = coco.imgs[image_id]
-        width, height = info["width"], info["height"]
         for ann in coco.imgToAnns.get(image_id, []):
             record = f"{ann_file} annotation id {ann.get('id')} (image {image_id})"
             try:
-                if ann.get("category_id") != PERSON or ann.get("iscrowd", 0):
-                    continue
-                kpts = np.asarray(ann["keypoints"], dtype=np.float64)
-                if kpts.shape != (3 * k,):
-                    raise BadRecordError(
-                        f"{record}: 'keypoints' has {kpts.size} values, not {3 * k}"
-                    )
-                x, y, w, h = (float(v) for v in ann["bbox"])
-                area = float(ann["area"])
-            except (KeyError, TypeError, ValueError) as err:
-                if not skip_bad:
-                    raise BadRecordError(f"{record}: malformed record ({err})") from err
-                bad.append(record)
+                inst = _gt_instance(coco, image_dir, image_id, ann, aspect_ratio, k, record)
+            except BadRecordError as err:
+                reject(record, err)
                 continue
-            x1, y1 = max(0.0, x), max(0.0, y)
-            x2 = min(width - 1.0, x1 + max(0.0, w - 1.0))
-            y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
-            kpts = kpts.reshape(k, 3)
-            if area <= 0 or x2 < x1 or y2 < y1 or kpts[:, 2].max() <= 0:
-                continue
-            center, scale = box_to_center_scale((x1, y1, x2 - x1, y2 - y1), aspect_ratio)
-            instances.append(
-                Instance(
-                    image_path=_image_path(coco, image_dir, image_id),
-                    image_id=int(image_id),
-                    center=center,
-                    scale=scale,
-                    keypoints=kpts[:, :2].copy(),
-                    visible=kpts[:, 2].astype(np.int64),
-                    score=1.0,
-                    area=float(np.prod(scale * PIXEL_STD)),
-                    record=record,
-                )
-            )
+            if inst is not None:
+                instances.append(inst)
     return instances, bad
 
 
@@ -108,26 +150,44 @@ def det_instances(
     aspect_ratio: float,
     spec: KeypointSpec,
     score_thr: float = 0.0,
-) -> list[Instance]:
-    """Instances from a person-detection results file (COCO results format)."""
+    skip_bad: bool = False,
+) -> tuple[list[Instance], list[str]]:
+    """Instances from a person-detection results file (COCO results format), and the malformed
+    detections that were skipped (``skip_bad``; otherwise each raises ``BadRecordError``)."""
     if not os.path.isfile(det_file):
         raise FileNotFoundError(f"det_file={det_file}: detection results file not found")
-    with open(det_file) as f:
-        dets = json.load(f)
+    try:
+        with open(det_file) as f:
+            dets = json.load(f)
+    except json.JSONDecodeError as err:
+        raise BadRecordError(f"det_file={det_file}: not valid JSON ({err})") from err
     if not isinstance(dets, list):
         raise BadRecordError(f"{det_file}: expected a JSON list of detections")
     k = spec.num_keypoints
-    instances = []
+    instances, bad = [], []
     for i, det in enumerate(dets):
+        record = f"{det_file} detection #{i}"
         try:
-            if det["category_id"] != PERSON or det["score"] < score_thr:
+            if det["category_id"] != PERSON:
                 continue
+            score = float(det["score"])
             image_id = int(det["image_id"])
-            center, scale = box_to_center_scale(det["bbox"], aspect_ratio)
-        except (KeyError, TypeError, ValueError) as err:
-            raise BadRecordError(f"{det_file}: detection #{i} is malformed ({err})") from err
-        if image_id not in coco.imgs:
-            raise BadRecordError(f"{det_file}: detection #{i} names unknown image_id {image_id}")
+            x, y, w, h = (float(v) for v in det["bbox"])
+            check_finite(record, bbox=(x, y, w, h), score=score)
+            if score < score_thr:
+                continue
+            check_box_size(record, w, h)
+            if image_id not in coco.imgs:
+                raise BadRecordError(f"{record}: image_id {image_id} is not in the annotation file")
+            center, scale = box_to_center_scale((x, y, w, h), aspect_ratio)
+        except (KeyError, TypeError, ValueError) as err:  # BadRecordError is a ValueError
+            if not skip_bad:
+                if isinstance(err, BadRecordError):
+                    raise
+                raise BadRecordError(f"{record}: malformed detection ({err!r})") from err
+            log.warning("skipping: %s", err)
+            bad.append(record)
+            continue
         instances.append(
             Instance(
                 image_path=_image_path(coco, image_dir, image_id),
@@ -136,12 +196,12 @@ def det_instances(
                 scale=scale,
                 keypoints=np.zeros((k, 2)),
                 visible=np.ones(k, dtype=np.int64),
-                score=float(det["score"]),
+                score=score,
                 area=float(np.prod(scale * PIXEL_STD)),
-                record=f"{det_file} detection #{i}",
+                record=record,
             )
         )
-    return instances
+    return instances, bad
 
 
 class CocoKeypoints(TopDownDataset):
@@ -180,15 +240,16 @@ class CocoKeypoints(TopDownDataset):
         self.ann_file = ann_file
         self.coco = load_coco(ann_file)
         ratio = pipeline.aspect_ratio
-        self.bad_records: list[str] = []
         if boxes == "gt":
-            instances, self.bad_records = gt_instances(
-                self.coco, image_dir, ratio, spec, ann_file, skip_bad
-            )
-            if self.bad_records:
-                log.warning("%s: skipped %d malformed records", ann_file, len(self.bad_records))
+            instances, bad = gt_instances(self.coco, image_dir, ratio, spec, ann_file, skip_bad)
         else:
             if det_file is None:
                 raise ValueError("det_file: required when boxes='det'")
-            instances = det_instances(self.coco, image_dir, det_file, ratio, spec, det_score_thr)
-        super().__init__(instances, pipeline, codec, skip_bad=skip_bad, seed=seed)
+            instances, bad = det_instances(
+                self.coco, image_dir, det_file, ratio, spec, det_score_thr, skip_bad
+            )
+        if bad:
+            log.warning("%s: skipped %d malformed records", det_file or ann_file, len(bad))
+        if not instances:
+            raise BadRecordError(f"ann_file={ann_file}: no usable person instances ({boxes} boxes)")
+        super().__init__(instances, pipeline, codec, skip_bad=skip_bad, seed=seed, bad_records=bad)

@@ -19,7 +19,13 @@ import numpy as np
 from posematch.data.boxes import PIXEL_STD
 from posematch.data.keypoints import MPII as MPII_SPEC
 from posematch.data.keypoints import KeypointSpec
-from posematch.data.topdown import BadRecordError, Codec, Instance, TopDownDataset
+from posematch.data.topdown import (
+    BadRecordError,
+    Codec,
+    Instance,
+    TopDownDataset,
+    check_finite,
+)
 from posematch.data.transforms import TopDownPipeline
 
 log = logging.getLogger(__name__)
@@ -31,8 +37,11 @@ def mpii_instances(
     """Instances of an official-format MPII json, and the malformed records that were skipped."""
     if not os.path.isfile(ann_file):
         raise FileNotFoundError(f"ann_file={ann_file}: annotation file not found")
-    with open(ann_file) as f:
-        records = json.load(f)
+    try:
+        with open(ann_file) as f:
+            records = json.load(f)
+    except json.JSONDecodeError as err:
+        raise BadRecordError(f"ann_file={ann_file}: not valid JSON ({err})") from err
     if not isinstance(records, list):
         raise BadRecordError(f"{ann_file}: expected a JSON list of records")
     k = spec.num_keypoints
@@ -49,11 +58,19 @@ def mpii_instances(
                 vis = np.array(rec["joints_vis"], dtype=np.int64).reshape(k)
             else:  # test split
                 joints, vis = np.zeros((k, 2)), np.zeros(k, dtype=np.int64)
+            if not isinstance(image, str) or not image:
+                raise BadRecordError(f"{where}: 'image' is {image!r}, not a file name")
+            check_finite(where, center=center, scale=scale, joints=joints)
             if not scale > 0:
-                raise ValueError(f"scale {scale} is not positive")
-        except (KeyError, TypeError, ValueError) as err:
+                raise BadRecordError(f"{where}: 'scale' {scale} is not positive")
+            if not np.isin(vis, (0, 1)).all():
+                raise BadRecordError(f"{where}: 'joints_vis' {vis.tolist()} not in 0/1")
+        except (KeyError, TypeError, ValueError) as err:  # BadRecordError is a ValueError
             if not skip_bad:
-                raise BadRecordError(f"{where}: malformed record ({err})") from err
+                if isinstance(err, BadRecordError):
+                    raise
+                raise BadRecordError(f"{where}: malformed record ({err!r})") from err
+            log.warning("skipping: %s", err)
             bad.append(where)
             continue
         scale_xy = np.array([scale, scale])
@@ -104,7 +121,9 @@ class MpiiKeypoints(TopDownDataset):
         if not os.path.isdir(image_dir):
             raise FileNotFoundError(f"image_dir={image_dir}: folder not found")
         self.ann_file = ann_file
-        instances, self.bad_records = mpii_instances(ann_file, image_dir, spec, skip_bad)
-        if self.bad_records:
-            log.warning("%s: skipped %d malformed records", ann_file, len(self.bad_records))
-        super().__init__(instances, pipeline, codec, skip_bad=skip_bad, seed=seed)
+        instances, bad = mpii_instances(ann_file, image_dir, spec, skip_bad)
+        if bad:
+            log.warning("%s: skipped %d malformed records", ann_file, len(bad))
+        if not instances:
+            raise BadRecordError(f"ann_file={ann_file}: no usable records")
+        super().__init__(instances, pipeline, codec, skip_bad=skip_bad, seed=seed, bad_records=bad)

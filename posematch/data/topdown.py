@@ -1,14 +1,19 @@
 """The top-down dataset shared by COCO, MPII and user datasets: one item per person instance.
 
-A subclass only turns its annotation files into ``Instance`` records; reading the image, cropping,
-augmenting and encoding targets happen here. Every item is reproducible from (seed, epoch, index),
-whatever the number of workers: call ``set_epoch`` at the start of each epoch.
+A subclass only turns its annotation files into ``Instance`` records (checked with
+``check_finite`` / ``check_box_size``: a bad record is a ``BadRecordError`` naming the file and the
+record, or with ``skip_bad`` a counted skip); reading the image, cropping, augmenting and encoding
+targets happen here. Every item is reproducible from (seed, epoch, index), whatever the number of
+workers: call ``set_epoch`` at the start of each epoch.
+
+Images are decoded from their bytes after a check that the file is complete (a JPEG ends with its
+EOI marker, a PNG with its IEND chunk): libjpeg decodes a truncated JPEG without an error, greying
+the part that is missing, and that must never be trained or scored on silently.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +59,54 @@ class BadRecordError(ValueError):
     """A record or image that cannot be used; the message names the file and the record."""
 
 
+def check_finite(record: str, **fields: Any) -> None:
+    """BadRecordError naming ``record`` and the field when a value is NaN or infinite."""
+    for name, value in fields.items():
+        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise BadRecordError(f"{record}: {name!r} holds a non-finite value")
+
+
+def check_box_size(record: str, width: float, height: float, field: str = "bbox") -> None:
+    """BadRecordError when a box has no extent (its crop would have no scale)."""
+    if not (width > 0 and height > 0):
+        raise BadRecordError(f"{record}: {field!r} has size {width} x {height}, not positive")
+
+
+# Trailing bytes tolerated after an image's end marker (some writers pad files).
+_TAIL = 1024
+
+
+def image_complete(data: np.ndarray) -> bool | None:
+    """Whether the bytes of a JPEG / PNG file reach its end marker; None for other formats.
+
+    In JPEG entropy-coded data every 0xFF byte is stuffed, so FF D9 occurs only as the end marker.
+    """
+    head, tail = data[:8].tobytes(), data[-_TAIL:].tobytes()
+    if head[:2] == b"\xff\xd8":
+        return b"\xff\xd9" in tail
+    if head == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" in tail
+    return None
+
+
+def decode_image(path: str, record: str = "") -> np.ndarray:
+    """(H, W, 3) uint8 BGR of an image file; BadRecordError naming the file when it is missing,
+    truncated or cannot be decoded."""
+    where = f" ({record})" if record else ""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise BadRecordError(f"{path}: cannot read image ({err.strerror}){where}") from err
+    if data.size == 0:
+        raise BadRecordError(f"{path}: image file is empty{where}")
+    if image_complete(data) is False:
+        raise BadRecordError(f"{path}: image file is truncated (no end marker){where}")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise BadRecordError(f"{path}: cannot decode image{where}")
+    return image
+
+
 class TopDownDataset(Dataset):
     """Person instances -> training / evaluation samples.
 
@@ -62,9 +115,11 @@ class TopDownDataset(Dataset):
         pipeline: crop + augmentation.
         codec: target encoder; ``encode`` returns DotTargets (``keypoints``) or HeatmapTargets
             (``heatmaps``), and either has ``weights``.
-        skip_bad: instead of raising on an unreadable image, use the next instance and count it
-            (``pop_skipped`` returns and clears the count; the trainer reports it per epoch).
+        skip_bad: instead of raising on an unreadable image, count the record once and, in
+            training (``pipeline.train``), use the next readable instance; in evaluation return a
+            blank crop marked ``meta["valid"] = False``, which evaluation drops and counts.
         seed: base seed of the augmentation draws.
+        bad_records: records the subclass skipped while loading (``skip_bad``), for the count.
     """
 
     def __init__(
@@ -74,17 +129,20 @@ class TopDownDataset(Dataset):
         codec: Codec,
         skip_bad: bool = False,
         seed: int = 0,
+        bad_records: list[str] | None = None,
     ) -> None:
         if not instances:
             raise ValueError(f"{type(self).__name__}: no instances to load")
+        self.bad_records = list(bad_records or [])
         self.instances = instances
         self.pipeline = pipeline
         self.codec = codec
         self.skip_bad = skip_bad
         self.seed = seed
         self.epoch = 0
-        # Shared with worker processes, so skips made in workers are counted in the main process.
-        self._skipped = torch.zeros(1, dtype=torch.int64).share_memory_()
+        # One flag per record, shared with worker processes: a bad image is counted once however
+        # often it is drawn, and skips made in workers are seen in the main process.
+        self._bad_image = torch.zeros(len(instances), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.instances)
@@ -92,33 +150,50 @@ class TopDownDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def pop_skipped(self) -> int:
-        n = int(self._skipped.item())
-        self._skipped.zero_()
-        return n
+    def skipped(self) -> int:
+        """Records skipped so far: malformed at load time plus unreadable images (each once)."""
+        return len(self.bad_records) + int(self._bad_image.sum())
+
+    def skipped_records(self) -> list[str]:
+        """The skipped records by name (see ``skipped``)."""
+        bad = self._bad_image.nonzero().flatten().tolist()
+        return self.bad_records + [self.instances[i].record for i in bad]
 
     def read_image(self, inst: Instance) -> np.ndarray:
         """The instance's image, (H, W, 3) uint8 BGR; BadRecordError naming the file otherwise."""
-        image = cv2.imread(inst.image_path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        if image is None:  # only then look why: a stat per sample costs as much as a crop's maths
-            if not os.path.isfile(inst.image_path):
-                raise BadRecordError(f"{inst.image_path}: image file missing ({inst.record})")
-            raise BadRecordError(f"{inst.image_path}: cannot decode image ({inst.record})")
-        return image
+        return decode_image(inst.image_path, inst.record)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if not self.pipeline.train:  # evaluation: never score one instance in place of another
+            return self._eval_item(index)
         for attempt in range(len(self)):
-            inst = self.instances[(index + attempt) % len(self)]
-            try:
-                image = self.read_image(inst)
-            except BadRecordError:
-                if not self.skip_bad:
-                    raise
-                self._skipped += 1
-                log.warning("skipping %s", inst.record, exc_info=True)
-                continue
-            return self._sample(inst, image, index)
+            i = (index + attempt) % len(self)
+            image = self._image_or_none(i)
+            if image is not None:
+                return self._sample(self.instances[i], image, index)
         raise BadRecordError(f"{type(self).__name__}: every image is unreadable")
+
+    def _image_or_none(self, i: int) -> np.ndarray | None:
+        """Record ``i``'s image; None for a bad one under ``skip_bad`` (flagged, warned once)."""
+        if self.skip_bad and self._bad_image[i]:
+            return None
+        try:
+            return self.read_image(self.instances[i])
+        except BadRecordError:
+            if not self.skip_bad:
+                raise
+            self._bad_image[i] = True
+            log.warning("skipping %s", self.instances[i].record, exc_info=True)
+            return None
+
+    def _eval_item(self, index: int) -> dict[str, Any]:
+        image = self._image_or_none(index)
+        if image is not None:
+            return self._sample(self.instances[index], image, index)
+        # A blank crop of the right size keeps batches and shards whole; evaluation drops it.
+        sample = self._sample(self.instances[index], np.zeros((1, 1, 3), np.uint8), index)
+        sample["meta"]["valid"] = False
+        return sample
 
     def _sample(self, inst: Instance, image: np.ndarray, index: int) -> dict[str, Any]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
@@ -142,5 +217,6 @@ class TopDownDataset(Dataset):
                 "score": inst.score,
                 "area": inst.area,
                 "index": index,
+                "valid": True,
             },
         }

@@ -23,7 +23,7 @@ from posematch.evaluation.diagnosis import heatmap_health as health_summary
 from posematch.inference import predict_loader
 
 _FIELDS = (
-    "index", "image_id", "keypoints", "scores", "score", "area", "top_mass", "window_mass",
+    "index", "image_id", "keypoints", "scores", "score", "area", "top_mass", "window_mass", "valid",
 )  # fmt: skip
 HEALTH_KEYS = ("dead_share", "top_mass", "window_mass")
 
@@ -49,7 +49,8 @@ def collect_predictions(
     """All predictions of ``dataset`` in dataset order on rank 0 (``None`` on other ranks).
 
     Keys: index, image_id, keypoints (N, K, 2) image px, scores (N, K), score (box), area,
-    top_mass and window_mass (N, K) (mass shares of the non-flipped heatmaps, NaN when dead).
+    top_mass and window_mass (N, K) (mass shares of the non-flipped heatmaps, NaN when dead),
+    valid (N,) (False where the dataset skipped an unreadable image: evaluators drop it).
     """
     loader = DataLoader(
         dataset,
@@ -86,6 +87,8 @@ def evaluate(
 
     ``heatmap_health``: add ``dead_share``, ``top_mass`` and ``window_mass`` of the non-flipped
     heatmaps (see the module docstring; None where every heatmap is dead).
+    The metrics also hold ``skipped``: the dataset's records skipped under ``skip_bad`` (malformed
+    at load time or unreadable), whose people count as missed.
     """
     merged = collect_predictions(
         model, dataset, codec, device, batch_size, num_workers, flip_perm, shift
@@ -95,6 +98,9 @@ def evaluate(
     evaluator.reset()
     evaluator.process_predictions(merged)
     metrics = evaluator.evaluate()
+    # Counted from the gathered rows, so images skipped on every rank are in the count.
+    unreadable = int((~merged["valid"].astype(bool)).sum())
+    metrics = {**metrics, "skipped": len(getattr(dataset, "bad_records", ())) + unreadable}
     if heatmap_health:
         health = health_summary(merged["top_mass"], merged["window_mass"])
         metrics = {**metrics, **{k: health[k] for k in HEALTH_KEYS}}

@@ -271,9 +271,11 @@ def fit(
             if scheduler is not None:
                 scheduler.step()
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss, **extra}
-            skipped = getattr(train_set, "pop_skipped", lambda: 0)()
+            # Records skipped under skip_bad so far (malformed or unreadable, each counted once);
+            # under DDP each rank counts those its own shards drew.
+            skipped = getattr(train_set, "skipped", lambda: 0)()
             if skipped:
-                log.warning("epoch %d: skipped %d unreadable samples", epoch + 1, skipped)
+                log.warning("epoch %d: %d records skipped so far", epoch + 1, skipped)
                 record["skipped"] = skipped
             last = epoch + 1 == settings.epochs
             if val_set is not None and ((epoch + 1) % settings.val_every == 0 or last):

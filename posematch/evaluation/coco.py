@@ -116,6 +116,31 @@ def coco_keypoint_stats(
     return {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats, strict=True)}
 
 
+def load_ground_truth(ann_file: str) -> COCO:
+    """The annotation file as pycocotools' COCO, checked: ValueError naming the file and the
+    annotation when a ``keypoints`` / ``bbox`` / ``area`` value is not finite or an ``image_id`` is
+    not in ``images`` (COCOeval would score a NaN OKS as a match, and drop the other silently)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(ann_file)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"ann_file={ann_file}: not valid JSON ({err})") from err
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"ann_file={ann_file}: not a COCO annotation file ({err!r})") from err
+    for ann in gt.dataset.get("annotations", []):
+        where = f"ann_file={ann_file}: annotation id {ann.get('id')}"
+        if ann.get("image_id") not in gt.imgs:
+            raise ValueError(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
+        for field in ("keypoints", "bbox", "area"):
+            try:
+                value = np.asarray(ann.get(field, 0), dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{where}: {field!r} is not numeric ({err})") from err
+            if not np.isfinite(value).all():
+                raise ValueError(f"{where}: {field!r} holds a non-finite value")
+    return gt
+
+
 class CocoKeypointEvaluator:
     """Accumulates top-down predictions and scores them with the official COCO protocol.
 
@@ -162,8 +187,7 @@ class CocoKeypointEvaluator:
         self.rescore_fallback = rescore_fallback
         self.category_id = category_id
         self.results_file = os.path.join(output_dir, results_name)
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.gt = COCO(ann_file)
+        self.gt = load_ground_truth(ann_file)
         self.reset()
 
     @property
@@ -182,6 +206,7 @@ class CocoKeypointEvaluator:
         keypoint_scores: Any,
         box_scores: Any,
         areas: Any,
+        valid: Any = None,
     ) -> None:
         """Add a batch of N person instances (numpy arrays, torch tensors on any device, or lists).
 
@@ -193,6 +218,8 @@ class CocoKeypointEvaluator:
             box_scores: (N,) float, the person detector's score (1 for ground-truth boxes).
             areas: (N,) float, image pixels^2, used by OKS-NMS (official: (scale * 200)^2 of the
                 padded box).
+            valid: (N,) bool or None (all valid); invalid rows (unreadable images that were
+                skipped) are dropped, so their people count as missed.
         """
         ids = as_array(image_ids, "image_ids", np.int64).reshape(-1)
         kpts = as_array(keypoints, "keypoints", np.float64)
@@ -209,9 +236,14 @@ class CocoKeypointEvaluator:
                 )
         if area.shape != (n,):
             raise ValueError(f"process(): areas has shape {area.shape}, expected ({n},)")
-        for name, arr in (("keypoints", kpts), ("keypoint_scores", kps), ("box_scores", box)):
+        if valid is not None:
+            ok = as_array(valid, "valid", bool).reshape(-1)
+            ids, kpts, kps, box, area = ids[ok], kpts[ok], kps[ok], box[ok], area[ok]
+        arrays = (("keypoints", kpts), ("keypoint_scores", kps), ("box_scores", box))
+        for name, arr in (*arrays, ("areas", area)):
             if not np.isfinite(arr).all():
-                # NaN would be written as a bare NaN token, which is not JSON.
+                # NaN would be written as a bare NaN token, which is not JSON, and a NaN OKS
+                # counts as a match in COCOeval.
                 raise ValueError(f"process(): {name} holds non-finite values")
         self._parts.append((ids, kpts, kps, box, area))
 
@@ -223,6 +255,7 @@ class CocoKeypointEvaluator:
             predictions["scores"],
             predictions["score"],
             predictions["area"],
+            predictions.get("valid"),
         )
 
     def evaluate(self) -> dict[str, float | bool]:

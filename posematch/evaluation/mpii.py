@@ -201,24 +201,30 @@ class MpiiPCKhEvaluator:
         """Forget every processed prediction."""
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def process(self, indices: Any, keypoints: Any) -> None:
+    def process(self, indices: Any, keypoints: Any, valid: Any = None) -> None:
         """Add a batch of N predictions.
 
         Args:
             indices: (N,) int, the instances' positions in the split's json (= columns of
                 ``gt_valid.mat``), so batches may arrive in any order (e.g. gathered from ranks).
-            keypoints: (N, 16, 2) float, (x, y) in 0-based original-image pixels.
+            keypoints: (N, 16, 2) float, (x, y) in 0-based original-image pixels; finite.
+            valid: (N,) bool or None (all valid); an invalid row (its image was unreadable and
+                skipped) has no prediction: NaN in ``pred.mat``, every joint a miss.
         """
         idx = as_array(indices, "indices", np.int64).reshape(-1)
         kpts = as_array(keypoints, "keypoints", np.float64)
         want = (idx.shape[0], MPII_SPEC.num_keypoints, 2)
         if kpts.shape != want:
             raise ValueError(f"process(): keypoints has shape {kpts.shape}, expected {want}")
+        ok = np.ones(idx.shape[0], bool) if valid is None else as_array(valid, "valid", bool)
+        if not np.isfinite(kpts[ok]).all():
+            raise ValueError("process(): keypoints holds non-finite values")
+        kpts = np.where(ok.reshape(-1, 1, 1), kpts, np.nan)
         self._parts.append((idx, kpts))
 
     def process_predictions(self, predictions: dict[str, Any]) -> None:
         """Add a batch in the layout of ``posematch.inference.predict_loader``."""
-        self.process(predictions["index"], predictions["keypoints"])
+        self.process(predictions["index"], predictions["keypoints"], predictions.get("valid"))
 
     def _ordered(self) -> np.ndarray:
         """(N, 16, 2) predictions in index order; every index exactly once."""

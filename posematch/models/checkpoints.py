@@ -212,7 +212,9 @@ def load_checkpoint(
 def load_pretrained_backbone(
     backbone: nn.Module, path: str | Path, keep_prefixes: Iterable[str] | None = None
 ) -> LoadReport:
-    """Initialise a backbone from a local ImageNet checkpoint (torchvision, timm or official HRNet).
+    """Initialise a backbone from a local ImageNet checkpoint (torchvision, timm or official HRNet),
+    or from the backbone of a whole pose checkpoint (posematch's ``last.pth`` / ``best.pth``, mmpose:
+    the ``backbone.*`` keys, the head left out).
 
     Args:
         backbone: the backbone module alone (keys ``conv1.weight`` ..., no ``backbone.`` prefix).
@@ -229,7 +231,9 @@ def load_pretrained_backbone(
             f"pretrained backbone file not found: {path} (model.pretrained expects a local file; "
             "nothing is downloaded)"
         )
-    state = _strip_prefix(read_checkpoint(path), "backbone.")
+    state = read_checkpoint(path)
+    if any(k.startswith("backbone.") for k in state):  # a whole pose model (posematch, mmpose)
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     keep = tuple(keep_prefixes) if keep_prefixes is not None else None
     state = {
         k: v

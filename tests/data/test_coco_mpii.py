@@ -98,10 +98,16 @@ def test_missing_image_names_the_file_and_skip_bad_counts(tmp_path):
     ds = coco_dataset(ann_file=str(path))
     with pytest.raises(BadRecordError, match=r"does_not_exist\.jpg"):
         ds[0]
-    skipping = coco_dataset(ann_file=str(path), skip_bad=True)
-    sample = skipping[0]
-    assert sample["meta"]["image_id"] == 40083
-    assert skipping.pop_skipped() == 1 and skipping.pop_skipped() == 0
+    train = TopDownPipeline((192, 256), COCO, train=True)
+    skipping = coco_dataset(ann_file=str(path), skip_bad=True, pipeline=train)
+    sample = skipping[0]  # training: the next readable instance stands in
+    assert sample["meta"]["image_id"] == 40083 and sample["meta"]["valid"]
+    skipping[0]
+    assert skipping.skipped() == 1  # one record, however often it is drawn
+    scoring = coco_dataset(ann_file=str(path), skip_bad=True)
+    sample = scoring[0]  # evaluation: never another instance in its place
+    assert sample["meta"]["image_id"] == 785 and not sample["meta"]["valid"]
+    assert scoring.skipped() == 1
 
 
 def test_malformed_record_names_the_annotation(tmp_path):

@@ -295,6 +295,20 @@ def test_imagenet_hrnet_file_skips_the_classification_layers(tmp_path):
         assert torch.equal(model_with.backbone.state_dict()[k], v), k
 
 
+def test_training_checkpoint_gives_its_backbone_and_not_its_head(tmp_path):
+    # The study's pretrained protocol: a posematch last.pth ({"model": backbone.* + head.*, ...}).
+    trained = hrnet_tiny(seed=20)
+    path = tmp_path / "last.pth"
+    torch.save({"model": trained.state_dict(), "epoch": 3, "best": 0.5}, path)
+    fresh = hrnet_tiny(seed=21)
+    head_before = {k: v.clone() for k, v in fresh.head.state_dict().items()}
+    model = TopDownModel(fresh.backbone, fresh.head, pretrained=str(path))
+    for k, v in trained.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[k], v), k
+    for k, v in head_before.items():
+        assert torch.equal(model.head.state_dict()[k], v), k
+
+
 def test_pretrained_file_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape("missing/resnet50.pth")):
         TopDownModel(ResNet(18), DeconvHead(512, 17), pretrained="missing/resnet50.pth")
