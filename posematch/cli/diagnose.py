@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config, trained_model
+from posematch.engine.checks import check_geometry
 from posematch.engine.diagnose import diagnose
 from posematch.evaluation.diagnosis import markdown
 
@@ -69,7 +70,7 @@ def select_split(cfg: DictConfig, split: str) -> None:
 def run(cfg: DictConfig) -> dict:
     """Diagnose as configured; the report (also written to ``diagnosis.json``)."""
     run_dir = Path(cfg.run)
-    train_cfg = saved_config(run_dir)
+    train_cfg = saved_config(run_dir, trust=bool(cfg.get("trust_config", False)))
     checkpoint = checkpoint_path(run_dir, cfg.checkpoint)
     out_dir = Path(cfg.out) if cfg.out is not None else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +97,10 @@ def run(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device, local)
     model = trained_model(train_cfg, checkpoint).to(device)
     codec = instantiate(train_cfg.codec)
+    geometry = codec.geometry
+    check_geometry(
+        model, geometry.input_size, geometry.heatmap_size, train_cfg.data.get("num_keypoints")
+    )
     dataset = instantiate(train_cfg.data.val)
     spec = instantiate(train_cfg.data.spec)
     evaluator = instantiate(train_cfg.data.evaluator, results_name="diagnosis_results.json")

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from posematch.cli.common import CONFIG_PATH, resolve_device
 from posematch.engine import dist
+from posematch.engine.checks import check_geometry
 from posematch.engine.evaluate import evaluate
 from posematch.evaluation.report import markdown_row
 from posematch.models.checkpoints import load_checkpoint
@@ -36,6 +37,8 @@ def run(cfg: DictConfig) -> dict | None:
     report = load_checkpoint(model, cfg.checkpoint)
     log.info("loaded %s: %s", cfg.checkpoint, report.describe())
     codec = instantiate(cfg.codec)
+    geometry = codec.geometry
+    check_geometry(model, geometry.input_size, geometry.heatmap_size, cfg.data.get("num_keypoints"))
     dataset = instantiate(cfg.data.val)
     evaluator = instantiate(cfg.data.evaluator)
     spec = instantiate(cfg.data.spec)

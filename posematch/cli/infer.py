@@ -22,12 +22,16 @@ back to image pixels with the exact inverse of the crop.
   and ``output_dir/keypoints.json`` in the COCO keypoint results format
   ``[{image_id, category_id: 1, keypoints: [x, y, score] * K, score, file_name}]`` (image pixels);
   the instance score is the box score x the mean of the keypoint scores above 0.2 (official
-  rescoring, 0 when none passes). No OKS-NMS: one result per box.
+  rescoring, 0 when none passes). No OKS-NMS: one result per box. While it runs, every result is
+  also appended to ``keypoints.partial.jsonl`` (removed at the end), so an interrupted run keeps
+  what it did; an unreadable or truncated image in a folder is skipped, listed in
+  ``bad_inputs.txt`` and reported, never the reason the other images are lost.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -44,7 +48,9 @@ from omegaconf import DictConfig
 from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config, trained_model
 from posematch.cli.person_boxes import BoxFile, load_detector, whole_image
 from posematch.data.boxes import box_to_center_scale
+from posematch.data.topdown import BadRecordError, decode_image
 from posematch.draw import draw_pose
+from posematch.engine.checks import check_geometry
 from posematch.evaluation.coco import rescore, results_list, write_results
 from posematch.inference import predict
 
@@ -98,10 +104,8 @@ def image_ids(paths: list[Path]) -> list[int]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"{path}: cannot read the image (corrupt or not an image)")
-    return image
+    """(H, W, 3) uint8 BGR; BadRecordError naming the file when missing, truncated or corrupt."""
+    return decode_image(str(path))
 
 
 # ---------------------------------------------------------------------------- prediction
@@ -163,7 +167,7 @@ def model_config(cfg: DictConfig) -> DictConfig:
     source = cfg
     if (run_dir / ".hydra" / "config.yaml").is_file():
         log.info("model, codec and data config from the training run %s", run_dir)
-        source = saved_config(run_dir)
+        source = saved_config(run_dir, trust=bool(cfg.get("trust_config", False)))
     source = copy.deepcopy(source)
     if "pretrained" in source.model:
         source.model.pretrained = None  # the checkpoint holds every weight
@@ -183,6 +187,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     source = model_config(cfg)
     model = trained_model(source, cfg.checkpoint).to(device)
     codec = instantiate(source.codec)
+    geometry = codec.geometry
+    check_geometry(
+        model, geometry.input_size, geometry.heatmap_size, source.data.get("num_keypoints")
+    )
     spec = instantiate(source.data.spec)
     pipeline = instantiate(source.data.val.pipeline, train=False)
     flip_perm = spec.flip_permutation() if cfg.test.flip else None
@@ -197,10 +205,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         shown = box_file is not None or detector is not None
         return Frame(image, image_id, file_name, boxes, scores, shown)
 
+    bad_inputs: list[str] = []
+
     def image_frames() -> Iterator[Frame]:
         for path, image_id in zip(paths, image_ids(paths), strict=True):
             number = int(path.stem) if path.stem.isdecimal() else None
-            yield make_frame(read_image(path), image_id, path.name, number)
+            try:
+                image = read_image(path)
+            except BadRecordError as err:
+                if len(paths) == 1:
+                    raise
+                log.warning("skipping %s", err)  # one bad file must not cost the others
+                bad_inputs.append(str(err))
+                continue
+            yield make_frame(image, image_id, path.name, number)
 
     def video_frames(capture: cv2.VideoCapture) -> Iterator[Frame]:
         index = 0
@@ -227,6 +245,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     n_images = n_people = 0
     vis_path = vis_dir
+    # Results as they come, one JSON line per person, so a crash or a kill keeps what was done;
+    # keypoints.json (the COCO results list) is written at the end.
+    partial = open(out_dir / "keypoints.partial.jsonl", "w")
     try:
         predictions = predict_frames(
             frames, model, codec, pipeline, device, flip_perm, cfg.test.shift, cfg.test.batch_size
@@ -236,7 +257,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             n_people += len(kpts)
             scores = rescore(frame.box_scores, kpt_scores, 0.2)
             entries = results_list(np.full(len(kpts), frame.image_id), kpts, kpt_scores, scores)
-            results += [{**e, "file_name": frame.file_name} for e in entries]
+            entries = [{**e, "file_name": frame.file_name} for e in entries]
+            results += entries
+            partial.writelines(json.dumps(e) + "\n" for e in entries)
+            partial.flush()
             canvas = frame.image
             for i in range(len(kpts)):
                 box = frame.boxes[i] if frame.show_boxes else None
@@ -251,6 +275,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 if not cv2.imwrite(str(target), canvas):
                     raise OSError(f"{target}: cannot write the image")
     finally:
+        partial.close()
         if capture is not None:
             capture.release()
         if writer is not None:
@@ -265,11 +290,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     json_path = out_dir / "keypoints.json"
     write_results(results, str(json_path))
+    (out_dir / "keypoints.partial.jsonl").unlink()
+    bad_path = out_dir / "bad_inputs.txt"
+    if bad_inputs:
+        bad_path.write_text("".join(line + "\n" for line in bad_inputs))
+        log.warning("%d unreadable inputs skipped, listed in %s", len(bad_inputs), bad_path)
+    elif bad_path.exists():
+        bad_path.unlink()  # from an earlier run into this folder
     what = _count(n_images, "frame" if kind == "video" else "image")
     what += f" of {paths[0].name}" if kind == "video" else ""
     people = _count(n_people, "person", "people")
-    print(f"posematch-infer: {what}, {people}; drawings in {vis_path}, keypoints in {json_path}")
-    return {"images": n_images, "people": n_people, "vis": vis_path, "keypoints": json_path}
+    skipped = f"; {len(bad_inputs)} unreadable skipped ({bad_path})" if bad_inputs else ""
+    print(
+        f"posematch-infer: {what}, {people}; drawings in {vis_path}, keypoints in {json_path}"
+        + skipped
+    )
+    return {
+        "images": n_images,
+        "people": n_people,
+        "vis": vis_path,
+        "keypoints": json_path,
+        "skipped": bad_inputs,
+    }
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

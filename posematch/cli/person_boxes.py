@@ -40,11 +40,15 @@ class BoxFile:
         self.used = 0
         for i, det in enumerate(dets):
             try:
-                if int(det.get("category_id", PERSON)) != PERSON or det["score"] < score_thr:
+                if int(det.get("category_id", PERSON)) != PERSON:
                     continue
                 entry = ([float(v) for v in det["bbox"]], float(det["score"]))
                 if len(entry[0]) != 4:
                     raise ValueError(f"bbox has {len(entry[0])} values, not 4")
+                if not np.isfinite([*entry[0], entry[1]]).all():  # NaN passes every comparison
+                    raise ValueError(f"bbox {entry[0]} / score {entry[1]} not finite")
+                if entry[1] < score_thr:
+                    continue
                 if entry[0][2] <= 0 or entry[0][3] <= 0:
                     continue  # an empty box has no crop
                 if "file_name" in det:

@@ -10,16 +10,19 @@ Configuration mistakes stop the run before any training with a message naming th
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from posematch.cli.common import CONFIG_PATH, resolve_device
+from posematch.cli.run_record import check_resume, write_record
 from posematch.engine import dist
+from posematch.engine.checks import check_geometry
 from posematch.engine.trainer import fit
 
 log = logging.getLogger("posematch.train")
@@ -50,13 +53,20 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             f"loss={type(loss_fn).__name__} needs {loss_fn.target_kind!r}: pick a matching codec "
             "(codec=dots for the matching loss, codec=gaussian for mse)"
         )
+    geometry = codec.geometry
+    check_geometry(model, geometry.input_size, geometry.heatmap_size, cfg.data.get("num_keypoints"))
     train_set = instantiate(cfg.data.train)
     val_set = instantiate(cfg.data.val) if cfg.validate else None
     evaluator = instantiate(cfg.data.evaluator) if cfg.validate else None
     spec = instantiate(cfg.data.spec)
 
     optim_cfg = cfg.optim
-    lr = float(optim_cfg.optimizer.lr)
+    try:
+        lr = float(optim_cfg.optimizer.lr)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"optim.optimizer.lr={optim_cfg.optimizer.lr!r}: not a number") from err
+    if not (lr > 0 and math.isfinite(lr)):  # a run that never moves is not a result
+        raise ValueError(f"optim.optimizer.lr={lr}: must be a positive finite number")
     global_batch = settings.batch_size * dist.world_size()
     if optim_cfg.base_batch:
         lr = lr * global_batch / float(optim_cfg.base_batch)
@@ -85,9 +95,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns ``fit``'s summary."""
     device = resolve_device(cfg.device, dist.init())
     run_dir = Path(dist.broadcast_object(str(cfg.run_dir)))
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    resume = cfg.resume not in (None, "", "none", "false")
+    # Every rank checks (reading only), so a refusal stops them all; rank 0 writes the record.
+    force = bool(cfg.get("resume_force", False))
+    kept = check_resume(cfg, run_dir, resume, force, write=dist.is_main())
+    dist.barrier()
+    if dist.is_main() and not kept:
+        write_record(cfg, run_dir)
     parts = build(cfg)
     summary = fit(
         parts["model"],

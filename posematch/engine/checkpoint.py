@@ -10,6 +10,7 @@ name in the same folder and renamed, so a crash never leaves a half-written ``la
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,49 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+# What ``fit`` writes into last.pth and needs back to resume.
+RESUME_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "step",
+    "best",
+    "history",
+    "rng",
+)
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint without executing code; a clear error naming a missing file."""
+    """Read a checkpoint without executing code; errors name the file and say what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: file not found")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path}: empty file (0 bytes)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"checkpoint {path}: refused by torch.load(weights_only=True) ({err})"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ValueError(
+            f"checkpoint {path}: not a PyTorch checkpoint, or truncated ({err})"
+        ) from err
+
+
+def load_resume_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A training checkpoint (``last.pth``) with every entry ``fit`` needs to resume."""
+    state = load(path, map_location)
+    missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(
+            f"resume={path}: not a posematch training checkpoint (no {', '.join(missing)}); a file "
+            "of weights alone starts a run through model.pretrained, not resume"
+        )
+    return state
 
 
 def rng_state() -> dict[str, Any]:

@@ -120,7 +120,21 @@ class RunLogger:
         if not self.enabled or not path.is_file():
             return
         lines = path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= last_epoch]
+        kept = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                epoch = json.loads(line)["epoch"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                if number == len(lines):  # a write cut short by the kill: that epoch is redone
+                    log.warning("%s: dropping its torn last line (%s)", path, err)
+                    continue
+                raise ValueError(
+                    f"{path}: line {number} is not a metrics record ({err!r})"
+                ) from err
+            if epoch <= last_epoch:
+                kept.append(line)
         if len(kept) != len(lines):
             tmp = path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))

@@ -66,6 +66,20 @@ class TrainerSettings:
     max_steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
+        # Hydra hands over whatever the command line said (trainer.epochs=abc, =2.5): name it.
+        ints = ("epochs", "batch_size", "val_every", "log_every", "num_workers", "seed")
+        for name in (*ints, "warmup_iters", "max_steps_per_epoch"):
+            value = getattr(self, name)
+            if value is None and name == "max_steps_per_epoch":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"trainer.{name}={value!r}: expected an integer")
+        for name in ("warmup_ratio", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ValueError(f"trainer.{name}={value!r}: expected a number")
         for name in ("epochs", "batch_size", "val_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name}={getattr(self, name)}: must be at least 1")
@@ -242,7 +256,7 @@ def fit(
 
     resume_path = _resume_path(resume, run_dir)
     if resume_path is not None:
-        state = checkpoint.load(resume_path, map_location=device)
+        state = checkpoint.load_resume_state(resume_path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:

@@ -83,6 +83,23 @@ def _numpy_safe_globals() -> list[object]:
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
 
 
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)`` with errors that name the file and say what is wrong."""
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err) and "Weights only" not in str(err):
+            raise ValueError(f"{path}: not a PyTorch checkpoint, or a damaged one ({err})") from err
+        raise pickle.UnpicklingError(
+            f"{path}: refused by torch.load(weights_only=True), it holds more than tensors and "
+            f"plain containers. Re-save its state dict from a trusted environment. ({err})"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        # A truncated zip archive, a cut legacy pickle, another format under a .pth name.
+        raise ValueError(f"{path}: not a PyTorch checkpoint, or a truncated one ({err})") from err
+
+
 def read_checkpoint(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, with the file's own key names (``module.`` stripped).
 
@@ -92,25 +109,25 @@ def read_checkpoint(path: str | Path, key: str | None = None) -> dict[str, torch
             ``state_dict``, ``best_state_dict``, ``model``, ``module`` that is a dict, else the file
             itself.
 
-    Raises FileNotFoundError (naming the path) for a missing file and pickle.UnpicklingError for a
-    file that needs arbitrary code to unpickle.
+    Raises FileNotFoundError (naming the path) for a missing file, pickle.UnpicklingError for a
+    file that needs arbitrary code to unpickle, and ValueError naming the path for an empty,
+    truncated or foreign file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty checkpoint file (0 bytes)")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        obj: object = load_file(str(path), device="cpu")
-    else:
         try:
-            with torch.serialization.safe_globals(_numpy_safe_globals()):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise pickle.UnpicklingError(
-                f"{path}: refused by torch.load(weights_only=True), it holds more than tensors and "
-                f"plain containers. Re-save its state dict from a trusted environment. ({err})"
-            ) from err
+            obj: object = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{path}: not a valid safetensors file ({err})") from err
+    else:
+        obj = _torch_load(path)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
     if key is not None:

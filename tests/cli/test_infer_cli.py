@@ -272,3 +272,54 @@ def test_line_thickness_grows_with_the_image():
     assert line_thickness(np.zeros((120, 160, 3), np.uint8)) == 1
     assert line_thickness(np.zeros((720, 1280, 3), np.uint8)) == 4
     assert line_thickness(np.zeros((2160, 3840, 3), np.uint8)) == 12
+
+
+def test_one_corrupt_image_in_a_folder_is_reported_and_the_others_kept(tmp_path, checkpoint):
+    # The fault: the JSON was written only at the end, so one bad file lost every result.
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = cv2.resize(cv2.imread(str(IMAGE)), (320, 212))
+    cv2.imwrite(str(folder / "a.jpg"), image)
+    cv2.imwrite(str(folder / "c.jpg"), image)
+    data = (folder / "a.jpg").read_bytes()
+    (folder / "b.jpg").write_bytes(data[: len(data) // 3])  # truncated: decodes grey, no error
+    out = tmp_path / "out"
+    summary = run(_cfg(checkpoint, folder, out))
+    assert [r["file_name"] for r in _results(out)] == ["a.jpg", "c.jpg"]
+    assert summary["images"] == 2 and len(summary["skipped"]) == 1
+    assert "b.jpg: image file is truncated" in (out / "bad_inputs.txt").read_text()
+    assert not (out / "keypoints.partial.jsonl").exists()
+
+
+def test_results_are_kept_as_they_come(tmp_path, checkpoint, monkeypatch):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = cv2.resize(cv2.imread(str(IMAGE)), (320, 212))
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        cv2.imwrite(str(folder / name), image)
+    import posematch.cli.infer as infer
+
+    real = infer.draw_pose
+    calls = []
+
+    def crash_on_third(*args, **kw):  # a failure after two images were done
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(infer, "draw_pose", crash_on_third)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(checkpoint, folder, out, "test.batch_size=1"))
+    lines = (out / "keypoints.partial.jsonl").read_text().splitlines()
+    assert [json.loads(x)["file_name"] for x in lines] == ["a.jpg", "b.jpg", "c.jpg"][: len(lines)]
+    assert len(lines) >= 2
+
+
+def test_non_finite_box_is_named(tmp_path, checkpoint):
+    boxes = tmp_path / "dets.json"
+    dets = [{"image_id": 785, "category_id": 1, "bbox": [10, 20, float("nan"), 80], "score": 0.9}]
+    boxes.write_text(json.dumps(dets))  # json writes the NaN token Python reads back
+    with pytest.raises(ValueError, match=r"dets\.json: detection #0 is malformed .*not finite"):
+        run(_cfg(checkpoint, IMAGE, tmp_path / "out", f"boxes={boxes}"))

@@ -57,6 +57,12 @@ def test_build_makes_every_part_from_the_real_config(tmp_path):
         ("trainer.epochs=0", ValueError, "trainer.epochs"),
         ("codec=gaussian", ValueError, "codec=GaussianHeatmapCodec"),
         ("data.train.ann_file=/nonexistent/ann.json", FileNotFoundError, "/nonexistent/ann.json"),
+        # Issue 11: each of these trained (or failed deep inside) without naming the option.
+        ("data.input_size=[128,160]", ValueError, r"data.heatmap_size=.* makes 32x40 .*\[32, 40\]"),
+        ("data.input_size=[100,130]", ValueError, r"data.input_size=\[100, 130\] does not suit"),
+        ("optim.optimizer.lr=0", ValueError, "optim.optimizer.lr=0.0: must be a positive"),
+        ("trainer.epochs=abc", ValueError, "trainer.epochs='abc'"),
+        ("trainer.epochs=2.5", ValueError, "trainer.epochs=2.5"),
     ],
 )
 def test_config_mistakes_stop_before_training_naming_the_option(tmp_path, override, error, message):
