@@ -28,8 +28,12 @@ def test_resume_with_another_loss_is_refused_and_the_record_kept(tmp_path):
     first = _train(run, data)
     assert first.returncode == 0, first.stderr[-2000:]
     before = _files(run)
-    assert yaml.safe_load(before[".hydra/overrides.yaml"])[0] == "experiment=demo/synthetic_sinkhorn"
-    assert yaml.safe_load(before["config.yaml"])["loss"]["_target_"].endswith("SinkhornMatchingLoss")
+    assert (
+        yaml.safe_load(before[".hydra/overrides.yaml"])[0] == "experiment=demo/synthetic_sinkhorn"
+    )
+    assert yaml.safe_load(before["config.yaml"])["loss"]["_target_"].endswith(
+        "SinkhornMatchingLoss"
+    )
 
     # The fault: an MSE command resumed the matching-loss folder, continued its weights under
     # the other loss, rewrote its config files and mixed both losses in metrics.jsonl.
