@@ -23,8 +23,17 @@ def _group_config(path: Path):
         return compose(f"{path.parent.name}/{path.stem}")[path.parent.name]
 
 
-def test_config_groups_are_not_empty():
-    assert LOSSES and CODECS
+def test_every_loss_and_codec_config_names_a_posematch_class_that_exists():
+    from hydra.utils import get_class
+
+    assert {p.stem for p in LOSSES} >= {"sinkhorn", "mse"} and {p.stem for p in CODECS} >= {
+        "dots",
+        "gaussian",
+    }
+    for path in [*LOSSES, *CODECS]:
+        target = _group_config(path)._target_
+        assert target.startswith("posematch."), path
+        assert isinstance(get_class(target), type), path  # raises when the class is gone
 
 
 @pytest.mark.parametrize("path", CODECS, ids=lambda p: p.stem)

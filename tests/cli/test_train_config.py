@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
@@ -40,7 +41,13 @@ def test_every_experiment_composes_and_instantiates_its_model_loss_and_codec(exp
     loss, codec = instantiate(cfg.loss), instantiate(cfg.codec)
     assert loss.target_kind == codec.target_kind
     assert list(codec.geometry.input_size) == list(cfg.data.input_size)
-    assert cfg.model.head.num_keypoints == cfg.data.num_keypoints
+    # The model itself, on the meta device (shapes only, no memory): its heatmaps have the size
+    # and joint count the codec encodes, which is what the run's geometry check will demand.
+    with torch.device("meta"):
+        model = instantiate(cfg.model)
+        width, height = cfg.data.input_size
+        heatmaps = model(torch.zeros(1, 3, height, width))
+    assert list(heatmaps.shape) == [1, cfg.data.num_keypoints, *codec.geometry.heatmap_size[::-1]]
 
 
 def test_build_makes_every_part_from_the_real_config(tmp_path):

@@ -70,20 +70,29 @@ def test_images_exist_with_declared_size(dataset: Path):
 
 
 @pytest.mark.parametrize("split", SPLITS)
-def test_ground_truth_as_results_scores_ap_one(dataset: Path, split: str):
+def test_annotations_score_the_hand_worked_ap_of_a_known_shift(dataset: Path, split: str):
+    # Every labelled joint moved by the distance that gives OKS exactly 0.82 under COCO's formula
+    # (d^2 = -2 ln(0.82) area (2 sigma)^2): a match at thresholds 0.50 ... 0.80 (7 of 10) and none
+    # above, so AP = AR = 0.7 -- only if areas, visibility flags and keypoint order are what
+    # COCOeval reads (unshifted joints, wrong areas or flags give another number).
     gt = quiet_coco(ann_file(dataset, split))
-    results = [
-        {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
-        for a in gt.anns.values()
-    ]
+    sigmas = np.array(kps.COCO.sigmas)
+    results = []
+    for a in gt.anns.values():
+        kpt = np.array(a["keypoints"], dtype=np.float64).reshape(17, 3)
+        kpt[:, 0] += np.sqrt(-2 * np.log(0.82) * a["area"] * (2 * sigmas) ** 2)
+        results.append(
+            {"image_id": a["image_id"], "category_id": 1, "keypoints": kpt.ravel().tolist(),
+             "score": 1.0}
+        )  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, iouType="keypoints")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    assert ev.stats[0] == pytest.approx(1.0, abs=1e-12)  # AP, OKS 0.50:0.95, all areas
-    assert ev.stats[5] == pytest.approx(1.0, abs=1e-12)  # AR
+    assert ev.stats[0] == pytest.approx(0.7, abs=1e-12)  # AP, OKS 0.50:0.95, all areas
+    assert ev.stats[5] == pytest.approx(0.7, abs=1e-12)  # AR
 
 
 def test_same_seed_identical_bytes_other_seed_differs(tmp_path: Path):

@@ -58,5 +58,9 @@ def test_when_a_rank_dies_the_others_stop_with_an_error_instead_of_hanging(tmp_p
     proc = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "exitcode" in proc.stderr and ": 3" in proc.stderr, proc.stderr[-3000:]
-    assert time.monotonic() - start < 300
+    # Torchrun's agent notices the dead rank within seconds (measured ~15 s with start-up on 2
+    # busy cores); gloo's own collective timeout is 30 min. Well under the subprocess guard above,
+    # so a slow stop fails here with its time instead of as a bare timeout.
+    elapsed = time.monotonic() - start
+    assert elapsed < 120, f"the surviving rank took {elapsed:.0f} s to stop"
     assert not (tmp_path / "run" / "last.pth").exists()  # no epoch finished: nothing half-written
