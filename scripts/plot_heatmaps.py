@@ -14,7 +14,7 @@ usually relative (``data/synthetic``), and relative paths are read from the curr
 
 One row per run (labelled by the loss of its saved ``.hydra/config.yaml`` and the run folder), one
 column for the input crop and one per joint. Each run is rebuilt from its saved config
-(``posematch.cli.common.saved_config`` / ``trained_model``; weights from ``best.pth``, else
+(``posematch.predictor.saved_config`` / ``trained_model``; weights from ``best.pth``, else
 ``last.pth``) with its own validation set (``data.val``) and codec, so the crop is exactly what that
 run's network was fed. A joint panel shows the joint's heatmap blended over the crop with its own
 colour bar, the ground-truth keypoint (green circle; labelled joints inside the heatmap only) and the
@@ -52,8 +52,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from posematch.cli.common import saved_config, trained_model
 from posematch.inference import predict_heatmaps
+from posematch.predictor import saved_config, trained_model
 
 PARTS = ("wrist", "elbow", "knee", "ankle")  # default joints: one of each, the labelled side first
 LOSS_NAMES = {"SinkhornMatchingLoss": "matching loss", "JointsMSELoss": "MSE"}

@@ -42,17 +42,14 @@ import cv2
 import hydra
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config, trained_model
+from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config
 from posematch.cli.person_boxes import BoxFile, load_detector, whole_image
-from posematch.data.boxes import box_to_center_scale
 from posematch.data.topdown import BadRecordError, decode_image
 from posematch.draw import draw_pose
-from posematch.engine.checks import check_geometry
 from posematch.evaluation.coco import rescore, results_list, write_results
-from posematch.inference import predict
+from posematch.predictor import Predictor
 
 log = logging.getLogger("posematch.infer")
 
@@ -112,53 +109,31 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def predict_frames(
-    frames: Iterable[Frame],
-    model: torch.nn.Module,
-    codec: Any,
-    pipeline: Any,
-    device: torch.device,
-    flip_perm: list[int] | None,
-    shift: bool,
-    batch_size: int,
+    frames: Iterable[Frame], predictor: Predictor
 ) -> Iterator[tuple[Frame, np.ndarray, np.ndarray]]:
     """Frames with their people's keypoints (N, K, 2) image px and scores (N, K), in input order.
 
-    Crops of consecutive frames are batched together, ``batch_size`` per forward pass.
+    Crops of consecutive frames share forward passes (``predictor.batch_size`` crops each).
     """
-    k = pipeline.spec.num_keypoints
     pending: list[Frame] = []
-    crops: list[torch.Tensor] = []
-    inverses: list[np.ndarray] = []
 
     def flush() -> Iterator[tuple[Frame, np.ndarray, np.ndarray]]:
-        kpts, scores = np.zeros((0, k, 2)), np.zeros((0, k))
-        if crops:
-            parts = []
-            for i in range(0, len(crops), batch_size):
-                images = torch.stack(crops[i : i + batch_size]).to(device)
-                inverse = torch.from_numpy(np.stack(inverses[i : i + batch_size]))
-                parts.append(predict(model, images, inverse, codec, flip_perm, shift))
-            kpts = torch.cat([p[0] for p in parts]).numpy()
-            scores = torch.cat([p[1] for p in parts]).numpy()
-        start = 0
-        for frame in pending:
-            n = len(frame.boxes)
-            yield frame, kpts[start : start + n], scores[start : start + n]
-            start += n
+        people = predictor.predict_batch(
+            [f.image for f in pending], [f.boxes for f in pending], [f.box_scores for f in pending]
+        )
+        for frame, found in zip(pending, people, strict=True):
+            yield frame, found.keypoints, found.scores
         pending.clear()
-        crops.clear()
-        inverses.clear()
 
+    crops = 0
     for frame in frames:
-        for box in frame.boxes:
-            center, scale = box_to_center_scale(box, pipeline.aspect_ratio)
-            crop = pipeline(frame.image, np.zeros((k, 2)), np.ones(k), center, scale)
-            crops.append(crop.image)
-            inverses.append(crop.inverse)
         pending.append(frame)
-        if len(crops) >= batch_size:
+        crops += len(frame.boxes)
+        if crops >= predictor.batch_size:
             yield from flush()
-    yield from flush()
+            crops = 0
+    if pending:
+        yield from flush()
 
 
 def model_config(cfg: DictConfig) -> DictConfig:
@@ -185,15 +160,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     detector = None if box_file is not None else load_detector(cfg, device)
 
     source = model_config(cfg)
-    model = trained_model(source, cfg.checkpoint).to(device)
-    codec = instantiate(source.codec)
-    geometry = codec.geometry
-    check_geometry(
-        model, geometry.input_size, geometry.heatmap_size, source.data.get("num_keypoints")
+    predictor = Predictor.from_config(
+        source, cfg.checkpoint, device, cfg.test.flip, cfg.test.shift, cfg.test.batch_size
     )
-    spec = instantiate(source.data.spec)
-    pipeline = instantiate(source.data.val.pipeline, train=False)
-    flip_perm = spec.flip_permutation() if cfg.test.flip else None
+    spec = predictor.pipeline.spec
 
     def make_frame(image: np.ndarray, image_id: int, file_name: str, number: int | None) -> Frame:
         if box_file is not None:
@@ -249,9 +219,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # keypoints.json (the COCO results list) is written at the end.
     partial = open(out_dir / "keypoints.partial.jsonl", "w")
     try:
-        predictions = predict_frames(
-            frames, model, codec, pipeline, device, flip_perm, cfg.test.shift, cfg.test.batch_size
-        )
+        predictions = predict_frames(frames, predictor)
         for frame, kpts, kpt_scores in predictions:
             n_images += 1
             n_people += len(kpts)

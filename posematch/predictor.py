@@ -1,0 +1,274 @@
+"""The Python door to a trained model: images (and person boxes) in, keypoints in image pixels out.
+
+    from posematch import Predictor
+    predictor = Predictor.from_run("outputs/train/x")                       # its config, best.pth
+    people = predictor.predict("photo.jpg", boxes=[[x, y, w, h], ...])    # or boxes=None: whole image
+    people.keypoints  # (N, K, 2) float64 image pixels; people.scores (N, K); people.boxes (N, 4)
+
+The same top-down path as ``posematch-infer`` (which uses this class): every (x, y, w, h) box becomes
+a crop at the input aspect ratio padded x1.25 by the evaluation pipeline of the run's data config,
+the model runs with the flip test (official 1 px shift), the codec decodes and the exact inverse of
+each crop maps the keypoints back. Crops of several images are batched together
+(``predict_batch``). ``from_checkpoint`` takes a checkpoint outside a run folder plus the config
+groups that describe it (``model=hrnet_w32``, ``data=coco``, any Hydra override).
+
+This module builds objects from saved or composed configs, so it touches Hydra as ``cli`` does; it
+sits between ``cli`` and ``engine`` in the layers. A run folder's config is data, not code: only
+classes of ``TRUSTED_TARGETS`` are instantiated from it unless ``trust_config``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from posematch.data.boxes import box_to_center_scale
+from posematch.data.topdown import decode_image
+from posematch.engine.checks import check_geometry
+from posematch.inference import predict
+from posematch.models.checkpoints import load_checkpoint
+
+# conf/ sits beside the package in the source tree (editable install).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+# Packages whose classes a config read from a run folder may name as ``_target_``.
+TRUSTED_TARGETS = ("posematch.", "torch.", "torchvision.", "timm.", "albumentations.")
+
+
+def untrusted_targets(node: Any, where: str = "") -> list[str]:
+    """``key: target`` of every ``_target_`` in a plain container that is not a class of
+    ``TRUSTED_TARGETS`` (interpolated targets cannot be checked, so they count as untrusted)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            name = f"{where}.{key}" if where else str(key)
+            if key == "_target_" and not (
+                isinstance(value, str) and value.startswith(TRUSTED_TARGETS) and "$" not in value
+            ):
+                found.append(f"{name}: {value!r}")
+            else:
+                found.extend(untrusted_targets(value, name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(untrusted_targets(value, f"{where}[{i}]"))
+    return found
+
+
+def saved_config(run_dir: str | Path, trust: bool = False) -> DictConfig:
+    """The config a ``posematch-train`` run saved (``run_dir/.hydra/config.yaml``), unresolved.
+
+    Interpolations between groups (sizes and joint count from ``data``) resolve on access; the
+    ``${hydra:...}`` ones (run_dir, output_dir) are only valid inside the original run.
+
+    A file beside a checkpoint is data, not code: unless ``trust``, a ``_target_`` outside
+    ``TRUSTED_TARGETS`` is refused (instantiating it would run whatever it names), as
+    ``torch.load(weights_only=True)`` refuses code in the checkpoint itself.
+    """
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no saved config; is {run_dir} a posematch-train run?")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # YAML parser errors: name the file
+        raise ValueError(f"{path}: unreadable saved config ({err})") from err
+    if not trust:
+        bad = untrusted_targets(OmegaConf.to_container(cfg, resolve=False))
+        if bad:
+            raise ValueError(
+                f"{path}: refusing to instantiate {', '.join(bad[:5])}: a run folder's config may "
+                f"only name classes of {', '.join(p.rstrip('.') for p in TRUSTED_TARGETS)}. If "
+                "you wrote this file yourself, pass trust_config=true"
+            )
+    return cfg
+
+
+def trained_model(cfg: DictConfig, checkpoint: str | Path) -> torch.nn.Module:
+    """``cfg.model`` instantiated with the weights of ``checkpoint`` (``weights_only``, strict), in
+    eval mode on the CPU; the ImageNet start of the config is skipped (the checkpoint has it all)."""
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint={checkpoint}: file not found")
+    model_cfg = copy.deepcopy(cfg.model)
+    if model_cfg.get("pretrained") is not None:
+        model_cfg.pretrained = None
+    model = instantiate(model_cfg)
+    load_checkpoint(model, checkpoint)
+    return model.eval()
+
+
+def composed_config(overrides: Sequence[str] = (), name: str = "infer") -> DictConfig:
+    """The project's config ``name`` composed with Hydra ``overrides`` (outside any Hydra run)."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(name, overrides=[*overrides, "checkpoint=unused", "input=unused"])
+
+
+@dataclass(frozen=True)
+class PosePrediction:
+    """The people of one image: keypoints (N, K, 2) float64 image pixels, scores (N, K) float32
+    keypoint scores, boxes (N, 4) float64 (x, y, w, h) image pixels, box_scores (N,) float64."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    box_scores: np.ndarray
+
+
+class Predictor:
+    """A trained model with its codec and crop pipeline, ready for images.
+
+    Args:
+        model: images -> heatmaps (eval mode is set).
+        codec: decodes heatmaps (``decode``, ``geometry``).
+        pipeline: the evaluation crop (``TopDownPipeline(train=False)``).
+        flip_perm: joint permutation of the flip test, or None for no flip test.
+        shift: the official 1 px shift of the flipped heatmaps.
+        device: where the model runs.
+        batch_size: crops per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        codec: Any,
+        pipeline: Any,
+        flip_perm: Sequence[int] | None = None,
+        shift: bool = True,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be at least 1")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.codec = codec
+        self.pipeline = pipeline
+        self.flip_perm = list(flip_perm) if flip_perm is not None else None
+        self.shift = shift
+        self.batch_size = batch_size
+        self.num_keypoints = pipeline.spec.num_keypoints
+        geometry = codec.geometry
+        check_geometry(self.model, geometry.input_size, geometry.heatmap_size, self.num_keypoints)
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: DictConfig,
+        checkpoint: str | Path,
+        device: str | torch.device = "cpu",
+        flip: bool = True,
+        shift: bool = True,
+        batch_size: int = 32,
+    ) -> Predictor:
+        """From a config holding ``model``, ``codec`` and ``data`` (``spec``, ``val.pipeline``)."""
+        spec = instantiate(cfg.data.spec)
+        return cls(
+            trained_model(cfg, checkpoint),
+            instantiate(cfg.codec),
+            instantiate(cfg.data.val.pipeline, train=False),
+            spec.flip_permutation() if flip else None,
+            shift,
+            device,
+            batch_size,
+        )
+
+    @classmethod
+    def from_run(
+        cls,
+        run: str | Path,
+        checkpoint: str | None = None,
+        trust_config: bool = False,
+        **kwargs: Any,
+    ) -> Predictor:
+        """From a ``posematch-train`` run folder (or a checkpoint inside one): its saved config and
+        ``checkpoint`` (a file name in the folder; default ``best.pth``, else ``last.pth``).
+        ``kwargs``: ``device``, ``flip``, ``shift``, ``batch_size``."""
+        run = Path(run)
+        if run.is_file():
+            run, checkpoint = run.parent, run.name
+        names = [checkpoint] if checkpoint else ["best.pth", "last.pth"]
+        found = [run / n for n in names if (run / n).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{run}: no {' or '.join(names)} in the run folder")
+        return cls.from_config(saved_config(run, trust=trust_config), found[0], **kwargs)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        model: str = "hrnet_w32",
+        data: str = "coco",
+        overrides: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> Predictor:
+        """From a checkpoint outside a run folder (official HRNet / mmpose / posematch files) and
+        the config groups describing it, e.g. ``model="hrnet_w32"``, ``overrides=
+        ["data.input_size=[192,256]", "data.heatmap_size=[48,64]"]``."""
+        cfg = composed_config([f"model={model}", f"data={data}", *overrides])
+        return cls.from_config(cfg, path, **kwargs)
+
+    def predict(
+        self,
+        image: np.ndarray | str | Path,
+        boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
+        box_scores: np.ndarray | Sequence[float] | None = None,
+    ) -> PosePrediction:
+        """The people of one image (``(H, W, 3)`` uint8 BGR as cv2 reads it, or a file path).
+
+        ``boxes``: (N, 4) (x, y, w, h) image pixels; None: the whole image is one box of score 1.
+        """
+        return self.predict_batch([image], None if boxes is None else [boxes],
+                                  None if box_scores is None else [box_scores])[0]  # fmt: skip
+
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray | str | Path],
+        boxes: Sequence[Any] | None = None,
+        box_scores: Sequence[Any] | None = None,
+    ) -> list[PosePrediction]:
+        """``predict`` for several images; their crops share forward passes."""
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"boxes: {len(boxes)} lists for {len(images)} images")
+        arrays = [decode_image(str(im)) if isinstance(im, str | Path) else im for im in images]
+        people = []
+        for i, image in enumerate(arrays):
+            if boxes is None or boxes[i] is None:
+                h, w = image.shape[:2]
+                b, s = np.array([[0.0, 0.0, w - 1.0, h - 1.0]]), np.ones(1)
+            else:
+                b = np.asarray(boxes[i], dtype=np.float64).reshape(-1, 4)
+                s = np.ones(len(b)) if box_scores is None else np.asarray(box_scores[i], np.float64)
+            if not np.isfinite(b).all() or (b[:, 2:] <= 0).any():
+                raise ValueError(f"boxes of image {i}: need finite (x, y, w, h) with w, h > 0")
+            people.append((b, s.reshape(-1)))
+        k = self.num_keypoints
+        crops, inverses = [], []
+        for image, (b, _) in zip(arrays, people, strict=True):
+            for box in b:
+                center, scale = box_to_center_scale(box, self.pipeline.aspect_ratio)
+                crop = self.pipeline(image, np.zeros((k, 2)), np.ones(k), center, scale)
+                crops.append(crop.image)
+                inverses.append(crop.inverse)
+        kpts, scores = np.zeros((0, k, 2)), np.zeros((0, k), np.float32)
+        if crops:
+            parts = []
+            for j in range(0, len(crops), self.batch_size):
+                batch = torch.stack(crops[j : j + self.batch_size]).to(self.device)
+                inverse = torch.from_numpy(np.stack(inverses[j : j + self.batch_size]))
+                parts.append(
+                    predict(self.model, batch, inverse, self.codec, self.flip_perm, self.shift)
+                )
+            kpts = torch.cat([p[0] for p in parts]).numpy()
+            scores = torch.cat([p[1] for p in parts]).numpy()
+        out, start = [], 0
+        for b, s in people:
+            n = len(b)
+            out.append(PosePrediction(kpts[start : start + n], scores[start : start + n], b, s))
+            start += n
+        return out
