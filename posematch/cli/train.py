@@ -5,12 +5,15 @@
     posematch-train -m experiment=... loss.max_iters=500,1000,1500         (Hydra multirun sweep)
 
 Configuration mistakes stop the run before any training with a message naming the option.
+SIGTERM / SIGINT finish the current step, write a mid-epoch ``last.pth`` and exit with 128 + the
+signal (143 / 130); ``resume=auto`` continues from that step.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from posematch.cli.common import CONFIG_PATH, resolve_device
 from posematch.cli.run_record import check_resume, write_record
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
-from posematch.engine.trainer import fit
+from posematch.engine.trainer import Preempted, fit
 
 log = logging.getLogger("posematch.train")
 
@@ -124,7 +127,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except Preempted as stop:  # SIGTERM / SIGINT: last.pth holds the step; exit 128 + signal
+        log.warning("%s", stop)
+        dist.shutdown()
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,21 @@ epoch and ``best.pth`` by the monitored metric (atomic writes), appends ``metric
 TensorBoard, and stops on a non-finite loss. ``resume="auto"`` continues from ``last.pth`` with
 model, optimizer, scheduler, grad scaler, epoch, best metric and RNG states, so an interrupted run
 ends as if it had not stopped.
+
+Preemption: SIGTERM or SIGINT during training lets the current step finish, then writes ``last.pth``
+mid-epoch (the position in the epoch and its running loss sums besides the states above) and raises
+``Preempted`` (the command exits with ``128 + signal``: 143 for SIGTERM, 130 for SIGINT, the shell's
+convention). ``resume="auto"`` continues from that step: the epoch's remaining batches come from
+the same shuffled order, and on CPU the finished run equals the uninterrupted one bit for bit. Under
+torchrun every rank stops after the same step (the flag is all-reduced each step).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +41,70 @@ from posematch.engine.logging import RunLogger
 log = logging.getLogger("posematch.train")
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Preempted(Exception):
+    """Training stopped on a signal after writing a mid-epoch ``last.pth``; ``exit_code`` is
+    ``128 + signal`` (143 SIGTERM, 130 SIGINT)."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by signal {signum}: resume from {checkpoint} with resume=auto")
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.checkpoint = checkpoint
+
+
+class _SignalFlag:
+    """Records SIGTERM / SIGINT instead of dying mid-step; the old handlers come back on exit."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalFlag:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main one
+            for sig in PREEMPT_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        log.warning("signal %d: finishing the current step, then saving last.pth", signum)
+        self.signum = signum
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, device: torch.device) -> int:
+        """The signal to stop on, the same on every rank (the largest any rank received)."""
+        if not dist.is_distributed():
+            return self.signum
+        flag = torch.tensor([self.signum], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
+
+
+class _ResumableSampler(torch.utils.data.Sampler[int]):
+    """A ``DistributedSampler`` whose next epoch can start ``skip`` samples in (a mid-epoch resume):
+    the batches that follow are those the uninterrupted epoch would have drawn."""
+
+    def __init__(self, sampler: DistributedSampler) -> None:
+        self.sampler = sampler
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(self.sampler)[self.skip :]
+        self.skip = 0  # once: later epochs are whole
+        return iter(indices)
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.skip
 
 
 @dataclass
@@ -106,7 +178,7 @@ def train_loader(dataset: Dataset, settings: TrainerSettings, device: torch.devi
     return DataLoader(
         dataset,
         batch_size=settings.batch_size,
-        sampler=sampler,
+        sampler=_ResumableSampler(sampler),
         num_workers=settings.num_workers,
         pin_memory=device.type == "cuda",
         drop_last=True,
@@ -132,22 +204,30 @@ def train_one_epoch(
     epoch: int,
     step: int,
     logger: RunLogger,
-) -> tuple[float, int, dict[str, float]]:
-    """One epoch; returns the mean loss over all ranks, the new global step and extra stats."""
+    flag: _SignalFlag | None = None,
+    partial: dict[str, Any] | None = None,
+) -> tuple[float, int, dict[str, float]] | dict[str, Any]:
+    """One epoch; returns the mean loss over all ranks, the new global step and extra stats; or,
+    when ``flag`` caught a signal, the epoch's partial state (``batch``, ``total``, ``iters_sum``,
+    ``step``, ``signum``) after the current step. ``partial``: such a state to continue from."""
     model.train()
     loader.sampler.set_epoch(epoch)
     loader.dataset.set_epoch(epoch)
     amp_dtype = AMP_DTYPES[settings.amp]
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
-    iters_sum = 0
-    steps = len(loader)
+    iters_sum, start = 0, 0
+    steps = len(loader.sampler.sampler) // settings.batch_size  # drop_last; whole epoch
+    if partial is not None:
+        start, iters_sum = partial["batch"], partial["iters_sum"]
+        total = partial["total"].to(device)
+        loader.sampler.skip = start * settings.batch_size
     if settings.max_steps_per_epoch is not None:
         steps = min(steps, settings.max_steps_per_epoch)
     progress = logger.progress(steps, f"epoch {epoch + 1}")
     # The scheduler's lr for this epoch; warm-up scales it and hands it back unchanged, so that a
     # per-epoch scheduler (MultiStepLR multiplies the lr it finds) never sees a warm-up value.
     scheduled = [group["lr"] for group in optimizer.param_groups]
-    for i, batch in enumerate(loader):
+    for i, batch in enumerate(loader, start=start):
         if i >= steps:
             break
         if step < settings.warmup_iters:
@@ -185,6 +265,13 @@ def train_one_epoch(
         step += 1
         progress.update(loss.item())
         logger.scalar("train/loss_step", loss.item(), step)
+        signum = flag.agreed(device) if flag is not None else 0
+        if signum and i + 1 < steps:  # after the last step the epoch ends normally
+            progress.close()
+            for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
+                group["lr"] = lr
+            return {"batch": i + 1, "total": total.cpu(), "iters_sum": iters_sum, "step": step,
+                    "signum": signum}  # fmt: skip
     progress.close()
     for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
         group["lr"] = lr
@@ -199,8 +286,13 @@ def train_one_epoch(
     return mean_loss, step, extra
 
 
-def _state(model, optimizer, scheduler, scaler, epoch, best, step, history) -> dict[str, Any]:
+def _state(
+    model, optimizer, scheduler, scaler, epoch, best, step, history, partial=None
+) -> dict[str, Any]:
+    """The resume state; ``epoch`` counts finished epochs, ``partial`` is the unfinished one's
+    position and running sums (None at an epoch boundary)."""
     return {
+        "partial": partial,
         "model": checkpoint.unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -253,6 +345,7 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     start_epoch, step, best = 0, 0, -math.inf
     history: list[float] = []
+    partial: dict[str, Any] | None = None
 
     resume_path = _resume_path(resume, run_dir)
     if resume_path is not None:
@@ -265,8 +358,10 @@ def fit(
             scaler.load_state_dict(state["scaler"])
         start_epoch, step, best = state["epoch"], state["step"], state["best"]
         history = list(state["history"])
+        partial = state.get("partial")
         checkpoint.set_rng_state(state["rng"])
-        log.info("resumed from %s at epoch %d", resume_path, start_epoch)
+        where = f", batch {partial['batch']}" if partial else ""
+        log.info("resumed from %s at epoch %d%s", resume_path, start_epoch, where)
 
     wrapped: nn.Module = model
     if dist.is_distributed():
@@ -276,11 +371,25 @@ def fit(
     logger = RunLogger(run_dir, enabled=dist.is_main(), log_every=settings.log_every)
     # A run killed after logging an epoch but before its checkpoint redoes that epoch: one line each.
     logger.keep_epochs(start_epoch)
+    flag = _SignalFlag().__enter__()
     try:
         for epoch in range(start_epoch, settings.epochs):
-            loss, step, extra = train_one_epoch(
+            result = train_one_epoch(
                 wrapped, loss_fn, loader, optimizer, scaler, settings, device, epoch, step, logger,
+                flag, partial,
             )  # fmt: skip
+            partial = None
+            if isinstance(result, dict):  # a signal: save where we are and stop
+                path = run_dir / "last.pth"
+                if dist.is_main():
+                    part = {k: result[k] for k in ("batch", "total", "iters_sum")}
+                    state = _state(model, optimizer, scheduler, scaler, epoch, best,
+                                   result["step"], history, part)  # fmt: skip
+                    checkpoint.atomic_save(state, path)
+                    log.warning("saved %s at epoch %d, batch %d", path, epoch + 1, result["batch"])
+                dist.barrier()
+                raise Preempted(result["signum"], path)
+            loss, step, extra = result
             history.append(loss)
             if scheduler is not None:
                 scheduler.step()
@@ -313,6 +422,7 @@ def fit(
                 checkpoint.atomic_save(state, run_dir / "last.pth")
             dist.barrier()
     finally:
+        flag.__exit__(None, None, None)
         logger.close()
     return {
         "epochs": settings.epochs,
