@@ -1,6 +1,6 @@
 """``posematch-eval``: score a checkpoint with the official COCO / MPII protocol.
 
-    posematch-eval experiment=coco/hrnet_w32_256x192_sinkhorn checkpoint=runs/x/best.pth data.boxes=gt
+    posematch-eval experiment=coco/hrnet_w32_384x288_sinkhorn checkpoint=runs/x/best.pth data.boxes=gt
 
 Builds data, model and codec from the composed config, loads the checkpoint (``weights_only``),
 predicts with the flip test (one process or under torchrun), prints the paper-style row and writes
