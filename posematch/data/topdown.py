@@ -139,7 +139,10 @@ class TopDownDataset(Dataset):
         self.codec = codec
         self.skip_bad = skip_bad
         self.seed = seed
-        self.epoch = 0
+        # Shared with loader workers: persistent workers keep the copy of this dataset they started
+        # with, so a plain attribute set by ``set_epoch`` in the main process would never reach
+        # them and every epoch would repeat the first epoch's augmentation draws.
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         # One flag per record, shared with worker processes: a bad image is counted once however
         # often it is drawn, and skips made in workers are seen in the main process.
         self._bad_image = torch.zeros(len(instances), dtype=torch.bool).share_memory_()
@@ -147,8 +150,14 @@ class TopDownDataset(Dataset):
     def __len__(self) -> int:
         return len(self.instances)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose augmentation draws the items use (see ``set_epoch``)."""
+        return int(self._epoch.item())
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Draw the next items' augmentations for ``epoch``, in this process and every worker."""
+        self._epoch.fill_(int(epoch))
 
     def skipped(self) -> int:
         """Records skipped so far: malformed at load time plus unreadable images (each once)."""

@@ -156,3 +156,24 @@ def test_mpii_flip_pairs_match_the_joint_names():
         assert a[0] != b[0] and a[1:] == b[1:]  # r_ankle <-> l_ankle, ...
     for i, j in COCO.flip_pairs:
         assert COCO.names[i].replace("left", "right") == COCO.names[j]
+
+
+def test_set_epoch_reaches_persistent_loader_workers():
+    # The fault: persistent workers kept the dataset copy they started with, so every epoch
+    # repeated epoch 0's augmentation (and a resumed run drew other crops than the whole run).
+    from torch.utils.data import DataLoader
+
+    def crops(num_workers: int) -> list[torch.Tensor]:
+        ds = coco_dataset(pipeline=TopDownPipeline((192, 256), COCO, train=True))
+        loader = DataLoader(ds, batch_size=4, num_workers=num_workers,
+                            persistent_workers=num_workers > 0)  # fmt: skip
+        out = []
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            out.append(torch.cat([b["image"] for b in loader]))
+        return out
+
+    plain, workers = crops(0), crops(1)
+    assert not torch.equal(plain[0], plain[1])  # each epoch its own draws
+    for a, b in zip(plain, workers, strict=True):
+        assert torch.equal(a, b)  # whatever the number of workers

@@ -1,0 +1,71 @@
+"""SIGTERM to a real posematch-train process mid-epoch: it finishes the step, writes last.pth with
+its place in the epoch and exits 143; resume=auto then ends exactly where the uninterrupted run does
+(every weight, the loss curve and the metrics, bit for bit on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from tests.cli.test_train_resume_cli import _command, _env
+from tests.engine.tiny import synthetic_set
+
+EPOCHS = 3
+STEPS = 22  # per epoch
+
+
+def _train(run_dir: Path, data: Path) -> list[str]:
+    # 48 images (88 people) at batch 4: 22 steps an epoch; checkpoints at epoch ends only, unless
+    # signalled.
+    return [*_command(run_dir, data), f"trainer.epochs={EPOCHS}", "trainer.max_steps_per_epoch=null",
+            "trainer.num_workers=1"]  # fmt: skip
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigterm_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
+    data = tmp_path / "synthetic"
+    synthetic_set(data, num_train=48)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    subprocess.run(_train(whole, data), env=_env(), check=True, capture_output=True, timeout=600)
+
+    log = open(tmp_path / "split.log", "w")
+    proc = subprocess.Popen(_train(split, data), env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not (split / "last.pth").exists():  # epoch 1 is done: epoch 2 is under way
+            assert proc.poll() is None, (tmp_path / "split.log").read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill() if proc.poll() is None else None
+        log.close()
+    assert proc.returncode == 143, (tmp_path / "split.log").read_text()[-3000:]
+    state = torch.load(split / "last.pth", weights_only=True)
+    assert state["partial"] is not None, "the signal did not land mid-epoch"
+    assert 0 < state["partial"]["batch"] < STEPS and state["epoch"] in (1, 2)
+    assert not list(split.glob("*.tmp"))
+
+    resumed = subprocess.run(_train(split, data), env=_env(), capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr + resumed.stdout
+    a = torch.load(whole / "last.pth", weights_only=True)
+    b = torch.load(split / "last.pth", weights_only=True)
+    assert a["step"] == b["step"] == STEPS * EPOCHS and b["partial"] is None
+    assert b["history"] == a["history"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for key in ("train_loss", "lr", "epoch"):
+        assert [r[key] for r in _records(split)] == [r[key] for r in _records(whole)]
