@@ -62,7 +62,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    module = DecodingModel(model, codec) if codec is not None else model
+    module = (DecodingModel(model, codec) if codec is not None else model).eval()
     width, height = (int(v) for v in input_size)
     example = torch.zeros(2, 3, height, width)
     batch = torch.export.Dim("batch", min=1, max=4096)
