@@ -34,6 +34,7 @@ from posematch.data.topdown import (
     TopDownDataset,
     check_box_size,
     check_finite,
+    reject,
 )
 from posematch.data.transforms import TopDownPipeline
 
@@ -120,23 +121,18 @@ def gt_instances(
     instances: list[Instance] = []
     bad: list[str] = []
 
-    def reject(record: str, err: BadRecordError) -> None:
-        if not skip_bad:
-            raise err
-        log.warning("skipping: %s", err)
-        bad.append(record)
-
     for image_id in sorted(set(coco.imgToAnns) - set(coco.imgs), key=str):
         for ann in coco.imgToAnns[image_id]:
             record = f"{ann_file} annotation id {ann.get('id')}"
-            reject(record, BadRecordError(f"{record}: image_id {image_id} is not in 'images'"))
+            err = BadRecordError(f"{record}: image_id {image_id} is not in 'images'")
+            reject(record, err, skip_bad, bad)
     for image_id in sorted(coco.imgs):
         for ann in coco.imgToAnns.get(image_id, []):
             record = f"{ann_file} annotation id {ann.get('id')} (image {image_id})"
             try:
                 inst = _gt_instance(coco, image_dir, image_id, ann, aspect_ratio, k, record)
             except BadRecordError as err:
-                reject(record, err)
+                reject(record, err, skip_bad, bad)
                 continue
             if inst is not None:
                 instances.append(inst)
@@ -181,12 +177,7 @@ def det_instances(
                 raise BadRecordError(f"{record}: image_id {image_id} is not in the annotation file")
             center, scale = box_to_center_scale((x, y, w, h), aspect_ratio)
         except (KeyError, TypeError, ValueError) as err:  # BadRecordError is a ValueError
-            if not skip_bad:
-                if isinstance(err, BadRecordError):
-                    raise
-                raise BadRecordError(f"{record}: malformed detection ({err!r})") from err
-            log.warning("skipping: %s", err)
-            bad.append(record)
+            reject(record, err, skip_bad, bad, "detection")
             continue
         instances.append(
             Instance(

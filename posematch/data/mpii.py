@@ -25,6 +25,7 @@ from posematch.data.topdown import (
     Instance,
     TopDownDataset,
     check_finite,
+    reject,
 )
 from posematch.data.transforms import TopDownPipeline
 
@@ -66,12 +67,7 @@ def mpii_instances(
             if not np.isin(vis, (0, 1)).all():
                 raise BadRecordError(f"{where}: 'joints_vis' {vis.tolist()} not in 0/1")
         except (KeyError, TypeError, ValueError) as err:  # BadRecordError is a ValueError
-            if not skip_bad:
-                if isinstance(err, BadRecordError):
-                    raise
-                raise BadRecordError(f"{where}: malformed record ({err!r})") from err
-            log.warning("skipping: %s", err)
-            bad.append(where)
+            reject(where, err, skip_bad, bad)
             continue
         scale_xy = np.array([scale, scale])
         if center[0] != -1:

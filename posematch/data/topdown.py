@@ -72,6 +72,19 @@ def check_box_size(record: str, width: float, height: float, field: str = "bbox"
         raise BadRecordError(f"{record}: {field!r} has size {width} x {height}, not positive")
 
 
+def reject(
+    record: str, err: Exception, skip_bad: bool, skipped: list[str], what: str = "record"
+) -> None:
+    """A bad record: raise ``BadRecordError`` naming it (wrapping ``err``), or under ``skip_bad`` warn
+    and append it to ``skipped``."""
+    if not skip_bad:
+        if isinstance(err, BadRecordError):
+            raise err
+        raise BadRecordError(f"{record}: malformed {what} ({err!r})") from err
+    log.warning("skipping: %s", err)
+    skipped.append(record)
+
+
 # Trailing bytes tolerated after an image's end marker (some writers pad files).
 _TAIL = 1024
 
