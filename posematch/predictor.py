@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from posematch.data.boxes import box_to_center_scale
 from posematch.data.topdown import decode_image
+from posematch.engine import checkpoint
 from posematch.engine.checks import check_geometry
 from posematch.inference import predict
 from posematch.models.checkpoints import load_checkpoint
@@ -101,6 +102,24 @@ def trained_model(cfg: DictConfig, checkpoint: str | Path) -> torch.nn.Module:
     model = instantiate(model_cfg)
     load_checkpoint(model, checkpoint)
     return model.eval()
+
+
+def checkpoint_config(path: str | Path, trust: bool = False) -> DictConfig | None:
+    """The ``config`` a posematch checkpoint carries (``model``, ``codec``, ``data``; written by
+    ``posematch-train``), checked like a run folder's; None when the file has none."""
+    if Path(path).suffix == ".safetensors":  # tensors only
+        return None
+    state = checkpoint.load(path)
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        return None
+    cfg = OmegaConf.create(state["config"])
+    if not trust:
+        bad = untrusted_targets(OmegaConf.to_container(cfg, resolve=False))
+        if bad:
+            raise ValueError(
+                f"{path}: refusing to instantiate {', '.join(bad[:5])} from its config"
+            )
+    return cfg
 
 
 def composed_config(overrides: Sequence[str] = (), name: str = "infer") -> DictConfig:
@@ -202,14 +221,26 @@ class Predictor:
     def from_checkpoint(
         cls,
         path: str | Path,
-        model: str = "hrnet_w32",
+        model: str | None = None,
         data: str = "coco",
         overrides: Sequence[str] = (),
+        trust_config: bool = False,
         **kwargs: Any,
     ) -> Predictor:
-        """From a checkpoint outside a run folder (official HRNet / mmpose / posematch files) and
-        the config groups describing it, e.g. ``model="hrnet_w32"``, ``overrides=
-        ["data.input_size=[192,256]", "data.heatmap_size=[48,64]"]``."""
+        """From a checkpoint file alone: a posematch ``best.pth`` / ``last.pth`` carries its model,
+        codec and data config. Other files (official HRNet / mmpose weights) need the config groups
+        that describe them, e.g. ``model="hrnet_w32"``, ``overrides=["data.input_size=[192,256]",
+        "data.heatmap_size=[48,64]"]``; given ``model``, those groups are used in any case."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint={path}: file not found")
+        if model is None:
+            cfg = checkpoint_config(path, trust=trust_config)
+            if cfg is None:
+                raise ValueError(
+                    f"{path}: carries no config (not written by posematch-train): pass model= "
+                    "and data= (and sizes in overrides=) to say what network it holds"
+                )
+            return cls.from_config(cfg, path, **kwargs)
         cfg = composed_config([f"model={model}", f"data={data}", *overrides])
         return cls.from_config(cfg, path, **kwargs)
 

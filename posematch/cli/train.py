@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from posematch.cli.common import CONFIG_PATH, resolve_device
 from posematch.cli.run_record import check_resume, write_record
@@ -94,6 +94,22 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def describe(cfg: DictConfig) -> dict[str, Any]:
+    """What a checkpoint needs to be used alone: the resolved model and codec configs and the
+    parts of the data config that shape the input (plain values, ``weights_only``-loadable)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    data = resolved["data"]
+    keep = ("input_size", "heatmap_size", "num_keypoints", "spec")
+    return {
+        "model": resolved["model"],
+        "codec": resolved["codec"],
+        "data": {
+            **{k: data[k] for k in keep if k in data},
+            "val": {"pipeline": data["val"]["pipeline"]},
+        },
+    }
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns ``fit``'s summary."""
     device = resolve_device(cfg.device, dist.init())
@@ -120,6 +136,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         evaluator=parts["evaluator"],
         flip_perm=parts["flip_perm"],
         resume=cfg.resume,
+        describe=describe(cfg),
     )
     dist.shutdown()
     return summary

@@ -319,6 +319,7 @@ def fit(
     evaluator: Any = None,
     flip_perm: Sequence[int] | None = None,
     resume: str | None = None,
+    describe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` and return a summary (epochs, final loss, best metric, paths).
 
@@ -330,6 +331,10 @@ def fit(
         val_set, codec, evaluator: validation (skipped when val_set is None).
         flip_perm: joint permutation for the validation flip test.
         resume: None (fresh), ``"auto"`` (``run_dir/last.pth`` when present) or a checkpoint path.
+        describe: plain values saying what the model is (the resolved ``model``, ``codec`` and
+            ``data`` configs), stored as ``config`` in ``last.pth`` and ``best.pth`` (then
+            ``{"model": weights, "config": ...}``) so a checkpoint alone can be used; None keeps
+            ``best.pth`` a bare state dict.
     """
     run_dir = Path(run_dir)
     if device.type == "cuda":
@@ -385,6 +390,8 @@ def fit(
                     part = {k: result[k] for k in ("batch", "total", "iters_sum")}
                     state = _state(model, optimizer, scheduler, scaler, epoch, best,
                                    result["step"], history, part)  # fmt: skip
+                    if describe is not None:
+                        state["config"] = describe
                     checkpoint.atomic_save(state, path)
                     log.warning("saved %s at epoch %d, batch %d", path, epoch + 1, result["batch"])
                 dist.barrier()
@@ -414,11 +421,15 @@ def fit(
                 if value is not None and value > best:
                     best = float(value)
                     if dist.is_main():
-                        checkpoint.atomic_save(checkpoint.unwrap(model).state_dict(),
-                                               run_dir / "best.pth")  # fmt: skip
+                        weights = checkpoint.unwrap(model).state_dict()
+                        best_file = weights if describe is None else {"model": weights,
+                                                                      "config": describe}  # fmt: skip
+                        checkpoint.atomic_save(best_file, run_dir / "best.pth")
             if dist.is_main():
                 logger.epoch(record)
                 state = _state(model, optimizer, scheduler, scaler, epoch + 1, best, step, history)
+                if describe is not None:
+                    state["config"] = describe
                 checkpoint.atomic_save(state, run_dir / "last.pth")
             dist.barrier()
     finally:
