@@ -163,6 +163,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device, local)
     box_file = BoxFile(cfg.boxes, cfg.det_score_thr) if cfg.boxes else None
     detector = None if box_file is not None else load_detector(cfg, device)
+    if box_file is None and detector is None:
+        log.warning(
+            "no person boxes (no boxes= file, no detector weights): each image is one person box "
+            "covering the whole image"
+        )
 
     source = model_config(cfg)
     predictor = Predictor.from_config(
