@@ -2,29 +2,56 @@
 
     posematch-eval experiment=coco/hrnet_w32_384x288_sinkhorn checkpoint=runs/x/best.pth data.boxes=gt
 
-Builds data, model and codec from the composed config, loads the checkpoint (``weights_only``),
+Builds data, model and codec from the composed config (model, codec and input sizes from the
+checkpoint's run folder or from the config a posematch checkpoint carries, when there is one), loads
+the checkpoint (``weights_only``),
 predicts with the flip test (one process or under torchrun), prints the paper-style row and writes
 ``metrics.json`` beside the results file in the run directory.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from posematch.cli.common import CONFIG_PATH, resolve_device
+from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
 from posematch.engine.evaluate import evaluate
 from posematch.evaluation.report import markdown_row
 from posematch.models.checkpoints import load_checkpoint
+from posematch.predictor import checkpoint_config
 
 log = logging.getLogger("posematch.eval")
+
+
+def adopt_trained_config(cfg: DictConfig) -> None:
+    """Take the model, codec and input sizes from what the checkpoint says it is: its run folder's
+    saved config, else the config a posematch checkpoint carries; the data to score (split, boxes,
+    paths) stays the command's. Nothing changes for other files (official weights)."""
+    path = Path(cfg.checkpoint)
+    trust = bool(cfg.get("trust_config", False))
+    if (path.parent / ".hydra" / "config.yaml").is_file():
+        source, where = saved_config(path.parent, trust=trust), f"the run {path.parent}"
+    else:
+        source, where = checkpoint_config(path, trust=trust), f"the checkpoint {path}"
+    if source is None:
+        return
+    log.info("model, codec and input sizes from %s", where)
+    with open_dict(cfg):
+        cfg.model = copy.deepcopy(source.model)
+        if cfg.model.get("pretrained") is not None:
+            cfg.model.pretrained = None  # the checkpoint holds every weight
+        cfg.codec = copy.deepcopy(source.codec)
+        for key in ("input_size", "heatmap_size", "num_keypoints"):
+            if key in source.data:
+                cfg.data[key] = source.data[key]
 
 
 def run(cfg: DictConfig) -> dict | None:
@@ -33,6 +60,7 @@ def run(cfg: DictConfig) -> dict | None:
         raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
     device = resolve_device(cfg.device, dist.init())
     out_dir = Path(cfg.output_dir)
+    adopt_trained_config(cfg)
     model = instantiate(cfg.model)
     report = load_checkpoint(model, cfg.checkpoint)
     log.info("loaded %s: %s", cfg.checkpoint, report.describe())

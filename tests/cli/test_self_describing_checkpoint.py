@@ -57,3 +57,28 @@ def test_a_file_without_config_asks_for_the_model(tmp_path, trained):
     torch.save(torch.load(trained / "last.pth", weights_only=True)["model"], bare)
     with pytest.raises(ValueError, match=r"carries no config .* pass model="):
         posematch.Predictor.from_checkpoint(bare)
+
+
+def test_posematch_eval_takes_the_checkpoint_alone(tmp_path, trained):
+    from hydra import compose, initialize_config_dir
+
+    from posematch.cli.evaluate import run as evaluate
+    from tests.conftest import REPO
+
+    data = trained.parent / "synthetic"
+    alone = tmp_path / "alone.pth"
+    shutil.copy(trained / "last.pth", alone)
+    common = ["data=synthetic", f"data.root={data}", "test.num_workers=0", "test.batch_size=4"]
+
+    def scored(*overrides: str) -> dict:
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("evaluate", overrides=[*common, *overrides])
+        return evaluate(cfg)
+
+    # The fault: posematch-eval built the default model (hrnet_w32 here) and failed to load.
+    by_itself = scored(f"checkpoint={alone}", f"output_dir={tmp_path / 'a'}")
+    told = scored(
+        f"checkpoint={alone}", f"output_dir={tmp_path / 'b'}", "experiment=demo/synthetic_sinkhorn",
+        "data.input_size=[64,64]", "data.heatmap_size=[16,16]", "data.root=" + str(data),
+    )  # fmt: skip
+    assert by_itself["scored"] and by_itself == {**told}
