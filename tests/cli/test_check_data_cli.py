@@ -1,0 +1,54 @@
+"""posematch-check-data on the documented folder tree, built from the real samples: everything
+present gives rc 0; a missing file is named with its option and where it comes from, rc 1."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import REPO, SHARED_DATA
+
+EXE = shutil.which("posematch-check-data") or str(REPO / ".venv" / "bin" / "posematch-check-data")
+
+
+def coco_tree(root: Path) -> Path:
+    """data/coco as the README lays it out, with the sample's files in place of the real ones."""
+    sample = SHARED_DATA / "coco_sample"
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        shutil.copy(
+            sample / "test_coco.json", root / "annotations" / f"person_keypoints_{split}.json"
+        )
+        (root / split).mkdir()
+        for image in sample.glob("*.jpg"):
+            shutil.copy(image, root / split / image.name)
+    (root / "person_detection_results").mkdir()
+    shutil.copy(sample / "test_coco_det_AP_H_56.json",
+                root / "person_detection_results" / "COCO_val2017_detections_AP_H_56_person.json")  # fmt: skip
+    return root
+
+
+def check(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *overrides], capture_output=True, text=True, timeout=120)
+
+
+def test_complete_tree_passes_and_a_missing_file_is_named(tmp_path):
+    root = coco_tree(tmp_path / "coco")
+    experiment = "experiment=coco/hrnet_w32_384x288_sinkhorn"
+    ok = check(experiment, f"data.root={root}")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "all 5 present" in ok.stdout and "(4 files)" in ok.stdout
+    (root / "person_detection_results" / "COCO_val2017_detections_AP_H_56_person.json").unlink()
+    bad = check(experiment, f"data.root={root}")
+    assert bad.returncode == 1
+    line = next(x for x in bad.stdout.splitlines() if "MISSING" in x)
+    assert "data.val.det_file" in line and "person detections released with HRNet" in line
+
+
+def test_a_missing_imagenet_start_is_named(tmp_path):
+    root = coco_tree(tmp_path / "coco")
+    proc = check("experiment=coco/hrnet_w32_384x288_sinkhorn", f"data.root={root}",
+                 f"model.pretrained={tmp_path / 'hrnet_w32-36af842e.pth'}")  # fmt: skip
+    assert proc.returncode == 1
+    assert "MISSING  model.pretrained" in proc.stdout and "ImageNet weights" in proc.stdout
