@@ -122,6 +122,16 @@ def checkpoint_config(path: str | Path, trust: bool = False) -> DictConfig | Non
     return cfg
 
 
+def trained_config(checkpoint: str | Path, trust: bool = False) -> tuple[DictConfig | None, str]:
+    """What a checkpoint says it is, and from where: its run folder's saved config, else the config
+    the file carries; ``(None, "")`` for files that say nothing (official weights)."""
+    path = Path(checkpoint)
+    if (path.parent / ".hydra" / "config.yaml").is_file():
+        return saved_config(path.parent, trust=trust), f"the run {path.parent}"
+    carried = checkpoint_config(path, trust=trust)
+    return (carried, f"the checkpoint {path}") if carried is not None else (None, "")
+
+
 def composed_config(overrides: Sequence[str] = (), name: str = "infer") -> DictConfig:
     """The project's config ``name`` composed with Hydra ``overrides`` (outside any Hydra run)."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

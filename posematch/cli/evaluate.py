@@ -20,13 +20,13 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config
+from posematch.cli.common import CONFIG_PATH, resolve_device
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
 from posematch.engine.evaluate import evaluate
 from posematch.evaluation.report import markdown_row
 from posematch.models.checkpoints import load_checkpoint
-from posematch.predictor import checkpoint_config
+from posematch.predictor import trained_config
 
 log = logging.getLogger("posematch.eval")
 
@@ -35,12 +35,7 @@ def adopt_trained_config(cfg: DictConfig) -> None:
     """Take the model, codec and input sizes from what the checkpoint says it is: its run folder's
     saved config, else the config a posematch checkpoint carries; the data to score (split, boxes,
     paths) stays the command's. Nothing changes for other files (official weights)."""
-    path = Path(cfg.checkpoint)
-    trust = bool(cfg.get("trust_config", False))
-    if (path.parent / ".hydra" / "config.yaml").is_file():
-        source, where = saved_config(path.parent, trust=trust), f"the run {path.parent}"
-    else:
-        source, where = checkpoint_config(path, trust=trust), f"the checkpoint {path}"
+    source, where = trained_config(cfg.checkpoint, trust=bool(cfg.get("trust_config", False)))
     if source is None:
         return
     log.info("model, codec and input sizes from %s", where)

@@ -44,12 +44,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config
+from posematch.cli.common import CONFIG_PATH, resolve_device
 from posematch.cli.person_boxes import BoxFile, load_detector, whole_image
 from posematch.data.topdown import BadRecordError, decode_image
 from posematch.draw import draw_pose
 from posematch.evaluation.coco import rescore, results_list, write_results
-from posematch.predictor import Predictor, checkpoint_config
+from posematch.predictor import Predictor, trained_config
 
 log = logging.getLogger("posematch.infer")
 
@@ -139,16 +139,10 @@ def predict_frames(
 def model_config(cfg: DictConfig) -> DictConfig:
     """The config the model / codec / joints come from: the training run's, else the one the
     checkpoint carries (posematch-train writes it), else ``cfg``."""
-    run_dir = Path(cfg.checkpoint).parent
-    source = cfg
-    trust = bool(cfg.get("trust_config", False))
-    if (run_dir / ".hydra" / "config.yaml").is_file():
-        log.info("model, codec and data config from the training run %s", run_dir)
-        source = saved_config(run_dir, trust=trust)
-    elif (carried := checkpoint_config(cfg.checkpoint, trust=trust)) is not None:
-        log.info("model, codec and data config from the checkpoint %s", cfg.checkpoint)
-        source = carried
-    source = copy.deepcopy(source)
+    trained, where = trained_config(cfg.checkpoint, trust=bool(cfg.get("trust_config", False)))
+    if trained is not None:
+        log.info("model, codec and data config from %s", where)
+    source = copy.deepcopy(trained if trained is not None else cfg)
     if "pretrained" in source.model:
         source.model.pretrained = None  # the checkpoint holds every weight
     return source
