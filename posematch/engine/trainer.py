@@ -287,11 +287,13 @@ def train_one_epoch(
 
 
 def _state(
-    model, optimizer, scheduler, scaler, epoch, best, step, history, partial=None
+    model, optimizer, scheduler, scaler, epoch, best, step, history, partial=None, config=None
 ) -> dict[str, Any]:
     """The resume state; ``epoch`` counts finished epochs, ``partial`` is the unfinished one's
-    position and running sums (None at an epoch boundary)."""
+    position and running sums (None at an epoch boundary), ``config`` what the model is (``fit``'s
+    ``describe``; the key is left out when None)."""
     return {
+        **({"config": config} if config is not None else {}),
         "partial": partial,
         "model": checkpoint.unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -389,9 +391,7 @@ def fit(
                 if dist.is_main():
                     part = {k: result[k] for k in ("batch", "total", "iters_sum")}
                     state = _state(model, optimizer, scheduler, scaler, epoch, best,
-                                   result["step"], history, part)  # fmt: skip
-                    if describe is not None:
-                        state["config"] = describe
+                                   result["step"], history, part, describe)  # fmt: skip
                     checkpoint.atomic_save(state, path)
                     log.warning("saved %s at epoch %d, batch %d", path, epoch + 1, result["batch"])
                 dist.barrier()
@@ -427,9 +427,10 @@ def fit(
                         checkpoint.atomic_save(best_file, run_dir / "best.pth")
             if dist.is_main():
                 logger.epoch(record)
-                state = _state(model, optimizer, scheduler, scaler, epoch + 1, best, step, history)
-                if describe is not None:
-                    state["config"] = describe
+                state = _state(
+                    model, optimizer, scheduler, scaler, epoch + 1, best, step, history,
+                    config=describe,
+                )  # fmt: skip
                 checkpoint.atomic_save(state, run_dir / "last.pth")
             dist.barrier()
     finally:
