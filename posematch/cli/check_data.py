@@ -36,6 +36,14 @@ SOURCES = {
     "test.json": "MPII annotations in the HRNet json format (deep-high-resolution-net.pytorch)",
     "gt_valid.mat": "MPII validation ground truth (deep-high-resolution-net.pytorch, annot/)",
     "images": "MPII Human Pose images (human-pose.mpi-inf.mpg.de)",
+    "hrnet_w32-36af842e.pth": "HRNet-W32 ImageNet weights (deep-high-resolution-net.pytorch, "
+    "models/pytorch/imagenet/)",
+    "hrnet_w48-8ef0771d.pth": "HRNet-W48 ImageNet weights (deep-high-resolution-net.pytorch, "
+    "models/pytorch/imagenet/)",
+    "resnet152-b121ed2d.pth": "ResNet-152 ImageNet weights (torchvision; also in "
+    "deep-high-resolution-net.pytorch, models/pytorch/imagenet/)",
+    "hrt_small.pth": "HRFormer-S ImageNet weights (HRNet/HRFormer release, classification)",
+    "hrt_base.pth": "HRFormer-B ImageNet weights (HRNet/HRFormer release, classification)",
 }
 PRETRAINED = "ImageNet weights of the backbone (official HRNet / HRFormer release, torchvision)"
 
@@ -80,7 +88,8 @@ def needed(cfg: DictConfig) -> list[Needed]:
             if any(n.path == path for n in out):
                 continue
             out.append(Needed(f"data.{part}.{key}", path, key == "image_dir"))
-    if cfg.model.get("pretrained"):
+    pretrained = cfg.model.get("pretrained")
+    if pretrained and str(pretrained).strip().lower() != "none":
         out.append(Needed("model.pretrained", Path(str(cfg.model.pretrained)), False))
     return out
 

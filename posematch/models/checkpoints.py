@@ -9,6 +9,10 @@ code):
   ``best_state_dict``;
 - mmpose 0.x / 1.x checkpoints: ``state_dict`` with ``backbone.`` and ``keypoint_head.`` / ``head.``
   prefixes (HRFormer's released pose checkpoints use the mmpose 0.x layout);
+- the official HRFormer code's own names (``HRNet/HRFormer``, pose checkpoints and the ImageNet
+  ``hrt_small.pth`` / ``hrt_base.pth``): window attention as ``attn.attn.{q,k,v,out}_proj.*`` and
+  the FFN as ``mlp.*``, fused here into mmpose's ``attn.attn.qkv`` / ``attn.attn.proj`` and renamed
+  ``ffn.*`` (``convert_hrformer_official``);
 - posematch's own state dicts and ``.safetensors`` exports.
 
 Our modules use the official names below a ``backbone.`` / ``head.`` prefix, so the conversion is a
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,9 +157,51 @@ def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, t
     return dict(state)
 
 
+# The official HRFormer code builds its window attention on torch's MultiheadAttention layout
+# (separate q/k/v projections, ``out_proj``) and calls its FFN ``mlp``; mmpose and posematch use one
+# ``qkv`` Linear whose output rows are q, then k, then v (the order SDPA unpacks), ``proj`` and
+# ``ffn``. The fusion is exact: the same weights in the same rows, no arithmetic.
+_HRFORMER_PROJ = re.compile(
+    r"^(?P<attn>.*\.attn\.attn)\.(?P<which>[qkv]|out)_proj\.(?P<kind>weight|bias)$"
+)
+_HRFORMER_MLP = re.compile(r"^(?P<block>(?:.*\.)?branches\.\d+\.\d+)\.mlp\.")
+
+
+def convert_hrformer_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official HRFormer names -> mmpose / posematch names; other keys unchanged.
+
+    ``P.attn.attn.{q,k,v}_proj.{weight,bias}`` -> ``P.attn.attn.qkv.*`` (concatenated along the
+    output dimension, q rows first); ``P.attn.attn.out_proj.*`` -> ``P.attn.attn.proj.*``;
+    ``...branches.i.j.mlp.*`` -> ``...branches.i.j.ffn.*``. A block with some but not all of its
+    q/k/v projections is a KeyError naming the missing key.
+    """
+    if not any(_HRFORMER_PROJ.match(k) for k in state):
+        return dict(state)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = _HRFORMER_PROJ.match(key)
+        if match is None:
+            block = _HRFORMER_MLP.match(key)
+            out[f"{block['block']}.ffn.{key[block.end() :]}" if block else key] = value
+            continue
+        attn, which, kind = match["attn"], match["which"], match["kind"]
+        if which == "out":
+            out[f"{attn}.proj.{kind}"] = value
+        elif which == "q":
+            parts = []
+            for name in (f"{attn}.{p}_proj.{kind}" for p in "qkv"):
+                if name not in state:
+                    raise KeyError(f"official HRFormer key {name} missing beside {key}")
+                parts.append(state[name])
+            out[f"{attn}.qkv.{kind}"] = torch.cat(parts, dim=0)
+        elif f"{attn}.q_proj.{kind}" not in state:
+            raise KeyError(f"official HRFormer key {attn}.q_proj.{kind} missing beside {key}")
+    return out
+
+
 def convert_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename official / mmpose / DataParallel keys to posematch's ``backbone.*`` / ``head.*``."""
-    state = _strip_prefix(state, "module.")
+    state = convert_hrformer_official(_strip_prefix(state, "module."))
     if any(k.startswith(("backbone.", "keypoint_head.", "head.")) for k in state):
         # mmpose 0.x names its head keypoint_head, 1.x and posematch name it head.
         return {
@@ -229,9 +276,9 @@ def load_checkpoint(
 def load_pretrained_backbone(
     backbone: nn.Module, path: str | Path, keep_prefixes: Iterable[str] | None = None
 ) -> LoadReport:
-    """Initialise a backbone from a local ImageNet checkpoint (torchvision, timm or official HRNet),
-    or from the backbone of a whole pose checkpoint (posematch's ``last.pth`` / ``best.pth``, mmpose:
-    the ``backbone.*`` keys, the head left out).
+    """Initialise a backbone from a local ImageNet checkpoint (official HRNet, torchvision or timm
+    ResNet, official HRFormer), or from the backbone of a whole pose checkpoint (posematch's
+    ``last.pth`` / ``best.pth``, mmpose: the ``backbone.*`` keys, the head left out).
 
     Args:
         backbone: the backbone module alone (keys ``conv1.weight`` ..., no ``backbone.`` prefix).
@@ -239,18 +286,22 @@ def load_pretrained_backbone(
         keep_prefixes: top-level module names to take from the file (HRNet: the official
             PRETRAINED_LAYERS); None keeps all but the classifier (``fc.``, ``classifier.``).
 
-    Every backbone weight must be found with the right shape, otherwise KeyError naming the file;
-    extra file keys (the classifier, HRNet's classification branches) are skipped.
+    Every backbone weight must be found with the right shape, otherwise KeyError naming the file
+    and the keys; extra file keys (the classifier, HRNet's classification branches) are skipped.
+    What was loaded and what was skipped is logged (INFO) and returned.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"pretrained backbone file not found: {path} (model.pretrained expects a local file; "
-            "nothing is downloaded)"
+            f"model.pretrained: ImageNet file not found: {path}. Put the file there (README, "
+            "'Data and weights set-up'; posematch-check-data lists what a run needs), point "
+            "model.pretrained= at it, or train from scratch with model.pretrained=none. "
+            "Nothing is downloaded."
         )
-    state = read_checkpoint(path)
+    state = convert_hrformer_official(read_checkpoint(path))
     if any(k.startswith("backbone.") for k in state):  # a whole pose model (posematch, mmpose)
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    file_keys = list(state)
     keep = tuple(keep_prefixes) if keep_prefixes is not None else None
     state = {
         k: v
@@ -258,15 +309,24 @@ def load_pretrained_backbone(
         if (keep is None and not k.startswith(CLASSIFIER_PREFIXES))
         or (keep is not None and k.split(".", 1)[0] in keep)
     }
-    report, loadable = _compare(backbone, state)
-    if report.missing or report.mismatched:
+    check, loadable = _compare(backbone, state)
+    if check.missing or check.mismatched:
         raise KeyError(
             f"{path}: not an ImageNet checkpoint of this {type(backbone).__name__}: "
-            f"{report.describe()}"
+            f"{check.describe()}"
         )
     backbone.load_state_dict(loadable, strict=False)
-    if report.unexpected:
-        log.info("%s: skipped %d keys not in the backbone", path, len(report.unexpected))
+    # Reported as skipped: every file key left out, by keep_prefixes / classifier or by name.
+    report = LoadReport(unexpected=tuple(k for k in file_keys if k not in loadable))
+    log.info(
+        "model.pretrained: %s: %d of the backbone's %d tensors loaded, none missing; %d file keys "
+        "not part of the pose backbone skipped%s",
+        path,
+        sum(k in state for k in loadable),
+        len(backbone.state_dict()),
+        len(report.unexpected),
+        f" ({LoadReport(unexpected=report.unexpected).describe(5)})" if report.unexpected else "",
+    )
     return report
 
 

@@ -24,7 +24,8 @@ class TopDownModel(nn.Module):
         head: features -> heatmaps (``DeconvHead``, ``Conv1x1Head``).
         pretrained: optional local ImageNet checkpoint loaded into the backbone only (the head keeps
             its official initialisation); a missing file is an error naming the path. Nothing is
-            ever downloaded.
+            ever downloaded. None or ``"none"`` (any case; ``model.pretrained=none`` on the command
+            line) trains from scratch.
         mean, std: per-channel normalisation in pixel units (ImageNet's by default, applied in the
             channel order the pipeline feeds, as the official code does).
 
@@ -46,6 +47,8 @@ class TopDownModel(nn.Module):
         # Not persistent: checkpoints (ours and the official ones) hold only learned weights.
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("inv_std", 1.0 / torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        if pretrained is not None and str(pretrained).strip().lower() in ("none", ""):
+            pretrained = None
         if pretrained:
             load_pretrained_backbone(
                 backbone, pretrained, keep_prefixes=getattr(backbone, "pretrained_layers", None)

@@ -35,15 +35,32 @@ def check(*overrides: str) -> subprocess.CompletedProcess:
 
 def test_complete_tree_passes_and_a_missing_file_is_named(tmp_path):
     root = coco_tree(tmp_path / "coco")
+    imagenet = tmp_path / "pretrained" / "hrnet_w32-36af842e.pth"
+    imagenet.parent.mkdir()
+    imagenet.write_bytes(b"presence is all this command checks")
     experiment = "experiment=coco/hrnet_w32_384x288_sinkhorn"
-    ok = check(experiment, f"data.root={root}")
+    ok = check(experiment, f"data.root={root}", f"model.pretrained={imagenet}")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "all 5 present" in ok.stdout and "(4 files)" in ok.stdout
+    assert "all 6 present" in ok.stdout and "(4 files)" in ok.stdout
+    assert f"present  model.pretrained = {imagenet}" in ok.stdout
     (root / "person_detection_results" / "COCO_val2017_detections_AP_H_56_person.json").unlink()
-    bad = check(experiment, f"data.root={root}")
+    bad = check(experiment, f"data.root={root}", f"model.pretrained={imagenet}")
     assert bad.returncode == 1
     line = next(x for x in bad.stdout.splitlines() if "MISSING" in x)
     assert "data.val.det_file" in line and "person detections released with HRNet" in line
+
+
+def test_paper_experiment_needs_its_imagenet_file_unless_told_none(tmp_path):
+    root = coco_tree(tmp_path / "coco")
+    experiment = "experiment=coco/hrnet_w48_384x288_mse"
+    default = check(experiment, f"data.root={root}")
+    assert default.returncode == 1
+    line = next(x for x in default.stdout.splitlines() if "MISSING" in x)
+    assert "model.pretrained = data/pretrained/hrnet_w48-8ef0771d.pth" in line
+    assert "HRNet-W48 ImageNet weights" in line
+    scratch = check(experiment, f"data.root={root}", "model.pretrained=none")
+    assert scratch.returncode == 0, scratch.stdout + scratch.stderr
+    assert "model.pretrained" not in scratch.stdout
 
 
 def test_a_missing_imagenet_start_is_named(tmp_path):

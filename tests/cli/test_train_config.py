@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,32 @@ def _synthetic_overrides(root: Path) -> list[str]:
     ]
 
 
+# The conventional ImageNet files of each paper model (HRNet README's models/pytorch/imagenet tree,
+# HRFormer's classification release), under data/pretrained/ as the README lays it out.
+IMAGENET_FILES = {
+    "hrnet_w32": "hrnet_w32-36af842e.pth",
+    "hrnet_w48": "hrnet_w48-8ef0771d.pth",
+    "simplebaseline_r152": "resnet152-b121ed2d.pth",
+    "hrformer_base": "hrt_base.pth",
+}
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if not e.startswith("demo/")])
+def test_paper_experiments_start_from_imagenet_and_stop_without_the_file(experiment, tmp_path):
+    model_name = re.match(r"^\w+/(\w+?)_\d+x\d+_", experiment).group(1)
+    cfg = _compose([f"experiment={experiment}"])
+    assert cfg.model.pretrained == f"data/pretrained/{IMAGENET_FILES[model_name]}"
+    missing = tmp_path / IMAGENET_FILES[model_name]
+    cfg = _compose([f"experiment={experiment}", f"model.pretrained={missing}"])
+    with pytest.raises(InstantiationException, match=re.escape(str(missing))) as err:
+        instantiate(cfg.model)
+    assert "model.pretrained=none" in str(err.value)
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_instantiates_its_model_loss_and_codec(experiment):
-    cfg = _compose([f"experiment={experiment}"])
+    # From scratch: the ImageNet files are not part of the repository (test above, slow test).
+    cfg = _compose([f"experiment={experiment}", "model.pretrained=none"])
     loss, codec = instantiate(cfg.loss), instantiate(cfg.codec)
     assert loss.target_kind == codec.target_kind
     assert list(codec.geometry.input_size) == list(cfg.data.input_size)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from posematch.models.backbones.hrnet import HRNet
@@ -373,3 +374,152 @@ def test_mmpose_hrformer_checkpoint_loads_and_skips_unused_fusions(tmp_path):
     torch.save({"meta": {"epoch": 210}, "state_dict": mmpose}, path)
     assert load_checkpoint(model, path).exact
     assert torch.equal(model.head.final_layer.weight, mmpose["keypoint_head.final_layer.weight"])
+
+
+# Official HRFormer names (HRNet/HRFormer, pose/mmpose/models/backbones/hrt.py and modules/:
+# MHA_ on torch's MultiheadAttention layout under attn.attn, MlpDWBN under mlp), HRFormer-S shapes.
+OFFICIAL_HRFORMER_S = {
+    "stage2.0.branches.0.0.attn.attn.q_proj.weight": (32, 32),
+    "stage2.0.branches.0.0.attn.attn.k_proj.bias": (32,),
+    "stage2.0.branches.0.0.attn.attn.v_proj.weight": (32, 32),
+    "stage2.0.branches.0.0.attn.attn.out_proj.weight": (32, 32),
+    "stage2.0.branches.0.0.attn.attn.relative_position_bias_table": (169, 1),
+    "stage2.0.branches.0.0.mlp.fc1.weight": (128, 32, 1, 1),
+    "stage2.0.branches.1.1.mlp.dw3x3.weight": (256, 1, 3, 3),
+    "stage2.0.branches.1.1.mlp.norm3.running_var": (64,),
+    "stage4.1.branches.3.1.attn.attn.q_proj.bias": (256,),
+    "stage4.1.branches.3.1.attn.attn.relative_position_bias_table": (169, 8),
+}
+NOT_IN_OFFICIAL_HRFORMER = ("attn.attn.qkv.", "attn.attn.proj.", ".ffn.")
+
+
+def hrformer_small():
+    from hydra.utils import instantiate  # tests may use Hydra; posematch itself may not
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "model" / "hrformer_small.yaml"
+    return instantiate(OmegaConf.load(conf))
+
+
+def official_hrformer_names(
+    state: dict[str, torch.Tensor], seed: int | None
+) -> dict[str, torch.Tensor]:
+    """``state`` under the official HRFormer names: each fused qkv of ours becomes the three
+    MultiheadAttention projections, proj becomes out_proj, ffn becomes mlp. With a ``seed`` every
+    float tensor is replaced by random values (distinct from the model's); None keeps the values."""
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def value(v: torch.Tensor) -> torch.Tensor:
+        return torch.randn(v.shape, generator=g) if g is not None and v.is_floating_point() else v
+
+    official = {}
+    for key, v in state.items():
+        if ".attn.attn.qkv." in key:
+            kind = key.rsplit(".", 1)[1]
+            for p, part in zip("qkv", v.chunk(3, dim=0), strict=True):
+                official[key.replace(f"qkv.{kind}", f"{p}_proj.{kind}")] = value(part.clone())
+            continue
+        key = key.replace(".attn.attn.proj.", ".attn.attn.out_proj.").replace(".ffn.", ".mlp.")
+        official[key] = value(v)
+    return official
+
+
+def test_official_hrformer_pose_checkpoint_loads_strictly_with_equal_tensors(tmp_path):
+    model = hrformer_small()
+    official = official_hrformer_names(
+        {
+            ("keypoint_head." + k[5:] if k.startswith("head.") else k): v
+            for k, v in model.state_dict().items()
+        },
+        seed=14,
+    )
+    for name, shape in OFFICIAL_HRFORMER_S.items():
+        assert tuple(official["backbone." + name].shape) == shape, name
+    assert not [k for k in official if any(n in k for n in NOT_IN_OFFICIAL_HRFORMER)]
+    path = tmp_path / "hrt_small_coco_256x192.pth"
+    torch.save({"meta": {"epoch": 210}, "state_dict": official}, path)
+    model = hrformer_small()
+    assert load_checkpoint(model, path).exact
+    own = model.state_dict()
+    block = "backbone.stage2.0.branches.0.0."
+    qkv = own[block + "attn.attn.qkv.weight"]
+    for i, p in enumerate("qkv"):  # rows q, then k, then v
+        assert torch.equal(
+            qkv[32 * i : 32 * (i + 1)], official[f"{block}attn.attn.{p}_proj.weight"]
+        )
+    assert torch.equal(
+        own[block + "attn.attn.proj.bias"], official[block + "attn.attn.out_proj.bias"]
+    )
+    assert torch.equal(own[block + "ffn.dw3x3.weight"], official[block + "mlp.dw3x3.weight"])
+    assert torch.equal(model.head.final_layer.weight, official["keypoint_head.final_layer.weight"])
+
+    # The fused block computes what torch's MultiheadAttention computes with the file's separate
+    # projections (the official module's arithmetic), relative-position bias as the float mask.
+    attn = model.backbone.stage2[0].branches[0][0].attn.attn
+    x = torch.randn(3, 49, 32, dtype=torch.float64)
+    bias = attn.relative_position_bias_table[attn.relative_position_index.flatten()]
+    bias = bias.reshape(49, 49, 1).permute(2, 0, 1).double()
+    w = {k: official[f"{block}attn.attn.{k}"].double() for k in (
+        "q_proj.weight", "k_proj.weight", "v_proj.weight", "q_proj.bias", "k_proj.bias",
+        "v_proj.bias", "out_proj.weight", "out_proj.bias")}  # fmt: skip
+    expected, _ = F.multi_head_attention_forward(
+        *(x.transpose(0, 1),) * 3, embed_dim_to_check=32, num_heads=1, in_proj_weight=None,
+        in_proj_bias=torch.cat([w["q_proj.bias"], w["k_proj.bias"], w["v_proj.bias"]]),
+        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+        out_proj_weight=w["out_proj.weight"], out_proj_bias=w["out_proj.bias"], training=False,
+        need_weights=False, attn_mask=bias.expand(3, 49, 49), use_separate_proj_weight=True,
+        q_proj_weight=w["q_proj.weight"], k_proj_weight=w["k_proj.weight"],
+        v_proj_weight=w["v_proj.weight"],
+    )  # fmt: skip
+    with torch.no_grad():
+        got = attn.double()(x)
+    torch.testing.assert_close(got, expected.transpose(0, 1), rtol=0, atol=1e-10)
+
+
+def test_official_hrformer_imagenet_file_starts_the_backbone(tmp_path):
+    # hrt_small.pth as the HRFormer classification code saves it: {"model": ...}, official names,
+    # with the classification head (incre_modules, downsamp_modules, final_layer, classifier).
+    source = hrformer_small().backbone.state_dict()
+    official = official_hrformer_names(source, seed=15)
+    official["incre_modules.0.0.conv1.weight"] = torch.zeros(32, 32, 1, 1)
+    official["downsamp_modules.0.0.weight"] = torch.zeros(256, 128, 3, 3)
+    official["final_layer.0.weight"] = torch.zeros(2048, 1024, 1, 1)
+    official["classifier.weight"] = torch.zeros(1000, 2048)
+    path = tmp_path / "hrt_small.pth"
+    torch.save({"model": official, "epoch": 300}, path)
+    model = hrformer_small()
+    model.backbone = hrformer_small().backbone
+    loaded = TopDownModel(model.backbone, model.head, pretrained=str(path))
+    own = loaded.backbone.state_dict()
+    for key, value in official.items():
+        if (
+            ".attn.attn." in key
+            and "_proj." in key
+            and not key.split(".attn.attn.")[1].startswith("out")
+        ):
+            p, kind = key.rsplit(".", 2)[-2:]
+            fused = own[key.replace(f"{p}.{kind}", f"qkv.{kind}")]
+            c = fused.shape[0] // 3
+            assert torch.equal(fused["qkv".index(p[0]) * c : ("qkv".index(p[0]) + 1) * c], value), (
+                key
+            )
+        elif key.split(".")[0] in (
+            "incre_modules",
+            "downsamp_modules",
+            "final_layer",
+            "classifier",
+        ):
+            assert key not in own
+        else:
+            key_ours = key.replace(".attn.attn.out_proj.", ".attn.attn.proj.").replace(
+                ".mlp.", ".ffn."
+            )
+            assert torch.equal(own[key_ours], value), key
+
+
+def test_official_hrformer_block_without_its_k_projection_is_named():
+    model = hrformer_small()
+    official = official_hrformer_names(model.state_dict(), seed=16)
+    del official["backbone.stage3.1.branches.2.0.attn.attn.k_proj.weight"]
+    with pytest.raises(KeyError, match=re.escape("stage3.1.branches.2.0.attn.attn.k_proj.weight")):
+        load_state_dict(model, official)
