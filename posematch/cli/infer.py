@@ -9,16 +9,19 @@ back to image pixels with the exact inverse of the crop.
 
 - Model, codec and joints: from ``.hydra/config.yaml`` when the checkpoint sits in a
   ``posematch-train`` run directory, else from the composed config (``model=``, ``data=``, ...).
-- Input: one image, a folder of images (jpg/jpeg/png/bmp, sorted by name, not recursive) or a video
-  (mp4/avi/mov/mkv). Image ids: the file stem as a number when every stem is one (COCO names such as
-  ``000000000785.jpg`` -> 785), else the 0-based position in the sorted list; video frames: the
-  frame index.
+- Input: one image, a folder of images (jpg/jpeg/png/bmp, sorted by name, not recursive), a video
+  (mp4/avi/mov/mkv) or a camera by its index (``input=0``: the first webcam; ``max_frames=`` stops
+  it, else it runs until the camera stops or Ctrl-C, which ends the capture and writes what was
+  done). Image ids: the file stem as a number when every stem is one (COCO names such as
+  ``000000000785.jpg`` -> 785), else the 0-based position in the sorted list; video and camera
+  frames: the frame index.
 - Person boxes, first that applies: ``boxes=`` a COCO detection results file (person category 1,
   ``score >= det_score_thr``, empty boxes dropped; a detection with a ``file_name`` key goes to the image of that file
   name, else to the image whose numeric stem equals its ``image_id``, or to that frame of a video);
   a torchvision Faster R-CNN R50-FPN from local weights (``detector``, ``detector_weights``; never
   downloaded); else the whole image as one box of score 1.
-- Output: ``output_dir/vis/<stem>.jpg`` (or ``vis/<video name>``, same container) with the skeletons,
+- Output: ``output_dir/vis/<stem>.jpg`` (or ``vis/<video name>``, same container; a camera:
+  ``vis/camera<index>.mp4``) with the skeletons, the person boxes and each person's score,
   and ``output_dir/keypoints.json`` in the COCO keypoint results format
   ``[{image_id, category_id: 1, keypoints: [x, y, score] * K, score, file_name}]`` (image pixels);
   the instance score is the box score x the mean of the keypoint scores above 0.2 (official
@@ -33,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +94,14 @@ def find_input(path: str | Path) -> tuple[str, list[Path]]:
         return "video", [path]
     known = ", ".join(e[1:] for e in (*IMAGE_EXTS, *VIDEO_FOURCC))
     raise ValueError(f"input={path}: unknown extension {path.suffix!r} (expected {known})")
+
+
+def camera_index(value: object) -> int | None:
+    """The camera index when ``input=`` names one (``0``, ``"1"``) and no such file exists."""
+    text = str(value).strip()
+    if text.isdecimal() and not Path(text).exists():
+        return int(text)
+    return None
 
 
 def image_ids(paths: list[Path]) -> list[int]:
@@ -152,7 +164,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Infer as configured; returns ``{"images", "people", "vis", "keypoints"}`` (counts, paths)."""
     if not Path(cfg.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
-    kind, paths = find_input(cfg.input)
+    camera = camera_index(cfg.input)
+    kind, paths = ("camera", []) if camera is not None else find_input(cfg.input)
+    # The name of a video stream's results and drawing: the video file's, or camera<index>.mp4.
+    stream = paths[0].name if kind == "video" else f"camera{camera}.mp4"
+    max_frames = cfg.get("max_frames")
+    if max_frames is not None and (not str(max_frames).isdecimal() or int(max_frames) < 1):
+        raise ValueError(f"max_frames={max_frames}: expected a positive number of frames or null")
     local = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     device = resolve_device(cfg.device, local)
     box_file = BoxFile(cfg.boxes, cfg.det_score_thr) if cfg.boxes else None
@@ -194,24 +212,34 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 continue
             yield make_frame(image, image_id, path.name, number)
 
+    stop: list[int] = []  # a camera stops at Ctrl-C: the frames before it are kept
+
     def video_frames(capture: cv2.VideoCapture) -> Iterator[Frame]:
         index = 0
-        while True:
+        while not stop and (max_frames is None or index < int(max_frames)):
             ok, image = capture.read()
             if not ok:
                 return
-            yield make_frame(image, index, paths[0].name, index)
+            yield make_frame(image, index, stream, index)
             index += 1
 
     out_dir = Path(cfg.output_dir)
     vis_dir = out_dir / "vis"
     vis_dir.mkdir(parents=True, exist_ok=True)
     capture = writer = None
+    previous_sigint = None
     if kind == "video":
         capture = cv2.VideoCapture(str(paths[0]))
         if not capture.isOpened():
             raise OSError(f"input={paths[0]}: cannot open the video")
         frames: Iterable[Frame] = video_frames(capture)
+    elif kind == "camera":
+        capture = cv2.VideoCapture(camera)
+        if not capture.isOpened():
+            raise OSError(f"input={camera}: cannot open camera {camera}")
+        previous_sigint = signal.signal(signal.SIGINT, lambda signum, frame: stop.append(signum))
+        log.info("camera %d: Ctrl-C ends the capture and writes the results", camera)
+        frames = video_frames(capture)
     else:
         frames = image_frames()
 
@@ -236,10 +264,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             canvas = frame.image
             for i in range(len(kpts)):
                 box = frame.boxes[i] if frame.show_boxes else None
-                draw_pose(canvas, kpts[i], kpt_scores[i], spec, cfg.vis_thr, box=box)
-            if kind == "video":
+                draw_pose(canvas, kpts[i], kpt_scores[i], spec, cfg.vis_thr, box=box,
+                          label=f"{scores[i]:.2f}")  # fmt: skip
+            if kind in ("video", "camera"):
                 if writer is None:
-                    vis_path = vis_dir / paths[0].name
+                    vis_path = vis_dir / stream
                     writer = open_writer(vis_path, capture, canvas.shape)
                 writer.write(canvas)
             else:
@@ -248,12 +277,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     raise OSError(f"{target}: cannot write the image")
     finally:
         partial.close()
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
         if capture is not None:
             capture.release()
         if writer is not None:
             writer.release()
-    if kind == "video" and n_images == 0:
-        raise OSError(f"input={paths[0]}: no frame could be read from the video")
+    if kind in ("video", "camera") and n_images == 0:
+        raise OSError(f"input={cfg.input}: no frame could be read from the {kind}")
     if box_file is not None and box_file.used == 0:
         log.warning(
             "boxes=%s: no detection matched an input image (by file_name, or image_id = numeric "
@@ -269,8 +300,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.warning("%d unreadable inputs skipped, listed in %s", len(bad_inputs), bad_path)
     elif bad_path.exists():
         bad_path.unlink()  # from an earlier run into this folder
-    what = _count(n_images, "frame" if kind == "video" else "image")
-    what += f" of {paths[0].name}" if kind == "video" else ""
+    what = _count(n_images, "image" if kind == "images" else "frame")
+    what += (
+        f" of {paths[0].name}"
+        if kind == "video"
+        else f" of camera {camera}"
+        if camera is not None
+        else ""
+    )
     people = _count(n_people, "person", "people")
     skipped = f"; {len(bad_inputs)} unreadable skipped ({bad_path})" if bad_inputs else ""
     print(

@@ -480,6 +480,18 @@ PAIRED = {
 }
 
 
+def data_title(title: str, family: str, split: str, datasets: Iterable[str]) -> str:
+    """What data the rows of a paired table came from: the paper's data set (``title``) for its
+    rows, and every other data set (the synthetic demo) by name, its rows marked with it."""
+    others = sorted(set(datasets) - {family})
+    if not others:
+        return title
+    marked = ", ".join(f"{d} data (rows marked ({d}), its {split} split)" for d in others)
+    if family in set(datasets):
+        return f"{title} and {marked}"
+    return f"{marked[0].upper()}{marked[1:]}; no {title} run"
+
+
 def paired_table(number: int, cells: dict[CellKey, Result]) -> Table:
     """Table 1, 2 or 3: baseline, matching loss and gain per backbone and input size."""
     split, family, title = PAIRED[number]
@@ -503,9 +515,11 @@ def paired_table(number: int, cells: dict[CellKey, Result]) -> Table:
             ]
         )
     unit = "AP (%)" if family == "coco" else "PCKh@0.5 (%)"
+    datasets = {r.result.setting.dataset for g in groups for r in g if r.result is not None}
     caption = (
-        f"{title}, {unit}: the MSE baseline, the matching loss (sub-pixel demanders, "
-        f"{DEFAULT_MAX_ITERS} Sinkhorn iterations) and the gain (matching - baseline)."
+        f"{data_title(title, family, split, datasets)}, {unit}: the MSE baseline, the matching loss "
+        f"(sub-pixel demanders, {DEFAULT_MAX_ITERS} Sinkhorn iterations) and the gain "
+        "(matching - baseline)."
     )
     notes = [NOTE]
     if split == "test-dev":

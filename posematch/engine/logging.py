@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from posematch.draw import heatmap_panel
 
 log = logging.getLogger("posematch.train")
 
@@ -46,38 +48,23 @@ class _Progress:
             self.bar.close()
 
 
-def heatmap_panel(
-    heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
-) -> torch.Tensor:
-    """(3, H, W) image in [0, 1]: one tile per joint, the predicted heatmap in grey (each tile scaled
-    to its maximum) and the ground truth in red: the dot's pixel (dot targets, heatmap pixels) or
-    the target heatmap (Gaussian targets). Unlabelled joints show no ground truth."""
-    from torchvision.utils import make_grid
-
-    hm = heatmaps.detach().float().cpu().clamp_min(0)
-    hm = hm / hm.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
-    tiles = hm.unsqueeze(1).repeat(1, 3, 1, 1)
-    target, weight = target.detach().float().cpu(), weight.detach().cpu()
-    k, h, w = hm.shape
-    for j in range(k):
-        if weight[j] <= 0:
-            continue
-        if target.dim() == 2:  # a dot (x, y) in heatmap pixels
-            x = int(min(max(round(float(target[j, 0])), 0), w - 1))
-            y = int(min(max(round(float(target[j, 1])), 0), h - 1))
-            tiles[j, :, y, x] = torch.tensor([1.0, 0.0, 0.0])
-        else:
-            tiles[j, 0] = torch.maximum(tiles[j, 0], target[j].clamp(0, 1))
-    return make_grid(tiles, nrow=math.ceil(math.sqrt(k)), padding=1, pad_value=0.3)
-
-
 class RunLogger:
     """TensorBoard + metrics.jsonl writer for one run directory (no-op when not ``enabled``)."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, log_every: int = 50) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        enabled: bool = True,
+        log_every: int = 50,
+        joint_names: Sequence[str] | None = None,
+        rgb: bool = True,
+    ) -> None:
+        """``joint_names`` label the heatmap panel's tiles; ``rgb``: the crops' channel order."""
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.log_every = log_every
+        self.joint_names = list(joint_names) if joint_names is not None else None
+        self.rgb = rgb
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -93,13 +80,22 @@ class RunLogger:
             self.writer.add_scalar(tag, value, step)
 
     def heatmaps(
-        self, step: int, heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+        self,
+        step: int,
+        image: torch.Tensor,
+        heatmaps: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor,
     ) -> None:
-        """Image panel of one sample's predicted heatmaps against its ground truth."""
+        """Image panel of one sample: its predicted heatmaps over its crop against the ground
+        truth, one tile per joint with its name (``posematch.draw.heatmap_panel``)."""
         if self.writer is not None:
-            self.writer.add_image(
-                "train/heatmaps_vs_gt", heatmap_panel(heatmaps, target, weight), step
+            panel = heatmap_panel(
+                *(t.detach().float().cpu().numpy() for t in (image, heatmaps, target, weight)),
+                names=self.joint_names,
+                rgb=self.rgb,
             )
+            self.writer.add_image("train/heatmaps_vs_gt", panel, step, dataformats="HWC")
 
     def epoch(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl and the epoch's scalars (train/*, val/*)."""

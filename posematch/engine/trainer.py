@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from posematch.data.transforms import TopDownPipeline
 from posematch.engine import checkpoint, dist
 from posematch.engine.evaluate import evaluate
 from posematch.engine.logging import RunLogger
@@ -276,7 +277,7 @@ def train_one_epoch(
     for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
         group["lr"] = lr
     if steps:
-        logger.heatmaps(epoch + 1, heatmaps[0], target[0], weight[0])
+        logger.heatmaps(epoch + 1, images[0], heatmaps[0], target[0], weight[0])
     if dist.is_distributed():
         torch.distributed.all_reduce(total)
     mean_loss = (total[0] / total[1].clamp_min(1)).item()
@@ -375,7 +376,14 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         wrapped = DistributedDataParallel(model, device_ids=ids)
     loader = train_loader(train_set, settings, device)
-    logger = RunLogger(run_dir, enabled=dist.is_main(), log_every=settings.log_every)
+    pipeline = getattr(train_set, "pipeline", None)  # a TopDownDataset's; absent for others
+    logger = RunLogger(
+        run_dir,
+        enabled=dist.is_main(),
+        log_every=settings.log_every,
+        joint_names=pipeline.spec.names if isinstance(pipeline, TopDownPipeline) else None,
+        rgb=not isinstance(pipeline, TopDownPipeline) or pipeline.color == "rgb",
+    )
     # A run killed after logging an epoch but before its checkpoint redoes that epoch: one line each.
     logger.keep_epochs(start_epoch)
     flag = _SignalFlag().__enter__()

@@ -193,6 +193,65 @@ def test_video_in_video_out(tmp_path, checkpoint):
     assert all(r["file_name"] == "clip.avi" for r in results)
 
 
+def test_camera_index_reads_frames_until_max_frames(tmp_path, checkpoint, monkeypatch):
+    # No webcam on a CI machine: camera 0 is served by a real capture of a real video file, the
+    # only stand-in; everything after cv2.VideoCapture(0) is the camera path itself.
+    frame = cv2.resize(cv2.imread(str(IMAGE)), (320, 212))
+    video = tmp_path / "webcam.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 212))
+    for i in range(5):
+        writer.write(np.roll(frame, 10 * i, axis=1))
+    writer.release()
+    real = cv2.VideoCapture
+    opened = []
+
+    def capture(source, *args):
+        opened.append(source)
+        return real(str(video)) if source == 0 else real(source, *args)
+
+    monkeypatch.setattr(cv2, "VideoCapture", capture)
+    out = tmp_path / "out"
+    summary = run(_cfg(checkpoint, "0", out, "max_frames=3", "test.batch_size=2"))
+    assert opened[0] == 0 and isinstance(opened[0], int)
+    assert summary["images"] == 3 and summary["vis"] == out / "vis" / "camera0.mp4"
+    results = _results(out)
+    assert [r["image_id"] for r in results] == [0, 1, 2]
+    assert {r["file_name"] for r in results} == {"camera0.mp4"}
+    drawn = real(str(summary["vis"]))
+    assert drawn.isOpened() and int(drawn.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    drawn.release()
+    with pytest.raises(ValueError, match="max_frames=0"):
+        run(_cfg(checkpoint, "0", out, "max_frames=0"))
+
+
+def test_unopenable_camera_is_named(tmp_path, checkpoint):
+    with pytest.raises(OSError, match="input=97: cannot open camera 97"):
+        run(_cfg(checkpoint, "97", tmp_path / "out"))
+
+
+def test_person_box_and_score_tag_are_drawn_where_they_belong():
+    from posematch.draw import BOX
+
+    image = np.zeros((240, 320, 3), np.uint8)
+    kpts = np.full((17, 2), 150.0)
+    scores = np.zeros(17)
+    draw_pose(image, kpts, scores, COCO_SPEC, box=(60, 80, 120, 100), label="0.87")
+    box = (np.abs(image.astype(int) - BOX) <= 40).all(-1)  # antialiased lines: near the colour
+    assert box[130, 60] and box[130, 180] and box[80, 120] and box[180, 120]  # the four sides
+    assert not box[130, 120]  # inside: empty (no joint above vis_thr)
+    # The tag sits on the box's top-left corner, above it: filled with BOX, with dark text in it.
+    ys, xs = np.nonzero(box[:80])
+    assert xs.min() == 60 and ys.max() == 79 and ys.min() > 50
+    tag = image[ys.min() : 80, 60 : xs.max() + 1]
+    assert (tag.max(-1) < 60).sum() > 20  # the text strokes
+    # Without a box the tag goes above the drawn joints.
+    image = np.zeros((240, 320, 3), np.uint8)
+    scores[:] = 0.9
+    draw_pose(image, kpts, scores, COCO_SPEC, label="0.50")
+    ys, xs = np.nonzero((np.abs(image.astype(int) - BOX) <= 40).all(-1))
+    assert ys.max() <= 150 and xs.min() == 150
+
+
 @pytest.mark.parametrize(
     ("make_input", "overrides", "named"),
     [

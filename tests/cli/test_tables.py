@@ -414,3 +414,25 @@ def test_expected_rows_are_the_experiment_configs(dataset):
         model = next(d["override /model"] for d in cfg["defaults"] if "override /model" in d)
         found.add((model, tuple(cfg["data"]["input_size"])))
     assert found == set(tables.EXPECTED[dataset])
+
+
+def _caption(text: str, number: int) -> str:
+    return text.split(f"**Table {number}.** ", 1)[1].split("\n", 1)[0]
+
+
+def test_captions_say_what_data_the_rows_came_from(coco_runs, tmp_path, capsys):
+    demo = {"dataset": "synthetic", "model": "hrnet_small", "size": (96, 128)}
+    synthetic = tmp_path / "synthetic_runs"
+    write_run(synthetic / "mse", loss="mse", records=[val_record(3, W32_MSE)], **demo)
+    write_run(synthetic / "ours", records=[val_record(3, W32_OURS)], **demo)
+    _, paper, _ = run_main([coco_runs, "--table", "1", "--out", tmp_path / "a"], capsys)
+    assert _caption(paper, 1).startswith("COCO val2017, AP (%): the MSE baseline")
+    _, only, _ = run_main([synthetic, "--table", "1", "--out", tmp_path / "b"], capsys)
+    assert _caption(only, 1).startswith(
+        "Synthetic data (rows marked (synthetic), its val split); no COCO val2017 run, AP (%)"
+    )
+    assert "| hrnet_small (synthetic) | 128x96 | Matching | 75.6 |" in only
+    _, both, _ = run_main([coco_runs, synthetic, "--table", "1", "--out", tmp_path / "c"], capsys)
+    assert _caption(both, 1).startswith(
+        "COCO val2017 and synthetic data (rows marked (synthetic), its val split), AP (%)"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,19 +78,47 @@ def test_bad_settings_name_the_option(option, value):
         TrainerSettings(**{option: value})
 
 
-def test_heatmap_panel_marks_the_ground_truth_dot_in_red():
-    from posematch.engine.logging import heatmap_panel
+def test_heatmap_panel_shows_each_joint_over_the_crop_with_its_name_and_ground_truth():
+    from posematch.draw import GT_MARK, heatmap_panel
 
-    heat = torch.zeros(4, 6, 5)
-    heat[:, 2, 2] = 1.0
-    dots = torch.tensor([[1.0, 3.0], [0.0, 0.0], [4.0, 5.0], [2.0, 2.0]])
-    panel = heatmap_panel(heat, dots, torch.tensor([1.0, 0.0, 1.0, 1.0]))
-    assert panel.shape == (3, 2 * 6 + 3, 2 * 5 + 3)  # 2 x 2 tiles with 1 px padding
-    tile0 = panel[:, 1:7, 1:6]
-    assert tile0[:, 3, 1].tolist() == [1.0, 0.0, 0.0]  # the dot, red
-    assert tile0[:, 2, 2].tolist() == [1.0, 1.0, 1.0]  # the prediction, white
-    tile1 = panel[:, 1:7, 7:12]
-    assert tile1[:, 0, 0].tolist() == [0.0, 0.0, 0.0]  # unlabelled: no dot drawn
+    # A 32x24 crop (W x H) whose left half is dark and right half bright; 8x6 heatmaps (stride 4).
+    image = np.zeros((3, 24, 32), np.float32)
+    image[:, :, 16:] = 200.0
+    heat = np.zeros((4, 6, 8), np.float32)
+    heat[:, 1, 6] = 1.0  # every prediction peaks at heatmap pixel (x=6, y=1)
+    dots = np.array([[2.0, 4.0], [0.0, 0.0], [5.0, 3.0], [7.0, 5.0]])
+    weight = np.array([1.0, 0.0, 1.0, 1.0])
+    names = ["nose", "left_eye", "right_eye", "left_ear"]
+    panel = heatmap_panel(image, heat, dots, weight, names=names, tile_width=160)
+    tile_h = 120  # 160 * 24 / 32
+    # 1 + 4 tiles in a 3 x 2 grid, 2 px padding.
+    assert panel.shape == (2 * (tile_h + 2) + 2, 3 * (160 + 2) + 2, 3) and panel.dtype == np.uint8
+
+    def tile(i):
+        r, c = divmod(i, 3)
+        return panel[2 + r * (tile_h + 2) : 2 + r * (tile_h + 2) + tile_h,
+                     2 + c * 162 : 2 + c * 162 + 160]  # fmt: skip
+
+    red = np.array(GT_MARK[::-1])  # RGB
+    for i, (dot, w) in enumerate(zip(dots, weight, strict=True), start=1):
+        t = tile(i).astype(int)
+        # The ground truth ring is centred on the dot's place in the crop: heatmap pixel centre
+        # (x, y) -> tile pixel (x + 0.5) * 20 - 0.5, where no other red is drawn.
+        reds = np.argwhere((np.abs(t - red) <= 40).all(-1))
+        if w == 0:
+            assert len(reds) == 0, names[i - 1]
+            continue
+        centre = reds.mean(0)[::-1]
+        np.testing.assert_allclose(centre, (dot + 0.5) * 20 - 0.5, atol=1.5)
+        # Far from the peak and the ring, the tile is the crop itself in dimmed grey: dark left,
+        # brighter right (the heatmap is 0 there and adds nothing).
+        assert t[100, 10].tolist() == [0, 0, 0]
+        assert t[100, 150].max() == t[100, 150].min() == 100
+        # The name is written in a black strip at the top-left: white text pixels in it.
+        assert (t[:12, :60] > 200).all(-1).any()
+    # The heatmap's peak region is coloured (JET: not grey) around tile pixel (129.5, 29.5).
+    peak = tile(1)[26:34, 126:134].astype(int)
+    assert (peak.max(-1) - peak.min(-1)).max() > 100
 
 
 def test_warmup_scales_the_first_steps_and_leaves_the_epoch_schedule_alone(tmp_path):
