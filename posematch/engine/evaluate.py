@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from posematch.engine import dist
+from posematch.engine.workers import ignore_stop_signals
 from posematch.evaluation.diagnosis import heatmap_health as health_summary
 from posematch.inference import predict_loader
 
@@ -58,6 +59,7 @@ def collect_predictions(
         sampler=dist.ShardSampler(len(dataset)),
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_stop_signals,  # a preempted run finishes its validation
     )
     parts = [_numpy(b) for b in predict_loader(model, loader, codec, device, flip_perm, shift)]
     gathered = dist.gather_to_main(parts)

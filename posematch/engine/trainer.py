@@ -16,7 +16,10 @@ mid-epoch (the position in the epoch and its running loss sums besides the state
 ``Preempted`` (the command exits with ``128 + signal``: 143 for SIGTERM, 130 for SIGINT, the shell's
 convention). ``resume="auto"`` continues from that step: the epoch's remaining batches come from
 the same shuffled order, and on CPU the finished run equals the uninterrupted one bit for bit. Under
-torchrun every rank stops after the same step (the flag is all-reduced each step).
+torchrun every rank stops after the same step (the flag is all-reduced each step), the running loss
+sums are all-reduced into the checkpoint, and a signal sent to the whole process group (torchrun's
+agent, a terminal's Ctrl-C) reaches the ranks but not their loader workers
+(``posematch.engine.workers``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from posematch.data.transforms import TopDownPipeline
 from posematch.engine import checkpoint, dist
 from posematch.engine.evaluate import evaluate
 from posematch.engine.logging import RunLogger
+from posematch.engine.workers import ignore_stop_signals
 
 log = logging.getLogger("posematch.train")
 
@@ -184,6 +188,7 @@ def train_loader(dataset: Dataset, settings: TrainerSettings, device: torch.devi
         pin_memory=device.type == "cuda",
         drop_last=True,
         persistent_workers=settings.num_workers > 0,
+        worker_init_fn=ignore_stop_signals,  # a SIGTERM to the group must reach the trainer only
     )
 
 
@@ -220,7 +225,10 @@ def train_one_epoch(
     steps = len(loader.sampler.sampler) // settings.batch_size  # drop_last; whole epoch
     if partial is not None:
         start, iters_sum = partial["batch"], partial["iters_sum"]
-        total = partial["total"].to(device)
+        # The saved total is summed over ranks (below); one rank carries it so that the epoch's
+        # all-reduce counts it once.
+        if dist.is_main():
+            total = partial["total"].to(device=device, dtype=total.dtype)
         loader.sampler.skip = start * settings.batch_size
     if settings.max_steps_per_epoch is not None:
         steps = min(steps, settings.max_steps_per_epoch)
@@ -269,6 +277,8 @@ def train_one_epoch(
         signum = flag.agreed(device) if flag is not None else 0
         if signum and i + 1 < steps:  # after the last step the epoch ends normally
             progress.close()
+            if dist.is_distributed():  # every rank stops after this same step: a safe collective
+                torch.distributed.all_reduce(total)
             for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
                 group["lr"] = lr
             return {"batch": i + 1, "total": total.cpu(), "iters_sum": iters_sum, "step": step,
