@@ -7,7 +7,9 @@ Conventions used throughout:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -46,3 +48,33 @@ class DecodedKeypoints:
 
     keypoints: torch.Tensor
     scores: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """What a training loss returns to the loop: its value and what it measured on the way.
+
+    value: () float tensor, the batch's loss, attached to the graph.
+    stats: per-call statistics for logging, plain floats (the matching loss: ``sinkhorn_iters``,
+        the Sinkhorn scalings run); the loop averages each over the epoch's steps.
+    """
+
+    value: torch.Tensor
+    stats: Mapping[str, float] = field(default_factory=dict)
+
+
+class Loss(Protocol):
+    """A training loss: stateless, its statistics leave with its value (``with_stats``).
+
+    ``target_kind`` names the codec targets it consumes (``"dots"`` or ``"heatmaps"``).
+    """
+
+    target_kind: str
+
+    def __call__(
+        self, heatmaps: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+    def with_stats(
+        self, heatmaps: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> LossOutput: ...

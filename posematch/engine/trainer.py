@@ -37,11 +37,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from posematch.data.topdown import TopDownDataset
 from posematch.data.transforms import TopDownPipeline
 from posematch.engine import checkpoint, dist
 from posematch.engine.evaluate import evaluate
 from posematch.engine.logging import RunLogger
 from posematch.engine.workers import ignore_stop_signals
+from posematch.types import Loss
 
 log = logging.getLogger("posematch.train")
 
@@ -201,7 +203,7 @@ def _warmup_factor(step: int, settings: TrainerSettings) -> float:
 
 def train_one_epoch(
     model: nn.Module,
-    loss_fn: nn.Module,
+    loss_fn: Loss,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
@@ -214,17 +216,18 @@ def train_one_epoch(
     partial: dict[str, Any] | None = None,
 ) -> tuple[float, int, dict[str, float]] | dict[str, Any]:
     """One epoch; returns the mean loss over all ranks, the new global step and extra stats; or,
-    when ``flag`` caught a signal, the epoch's partial state (``batch``, ``total``, ``iters_sum``,
+    when ``flag`` caught a signal, the epoch's partial state (``batch``, ``total``, ``stats_sum``,
     ``step``, ``signum``) after the current step. ``partial``: such a state to continue from."""
     model.train()
     loader.sampler.set_epoch(epoch)
     loader.dataset.set_epoch(epoch)
     amp_dtype = AMP_DTYPES[settings.amp]
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
-    iters_sum, start = 0, 0
+    stats_sum: dict[str, float] = {}  # the loss's statistics, summed over this rank's steps
+    start = 0
     steps = len(loader.sampler.sampler) // settings.batch_size  # drop_last; whole epoch
     if partial is not None:
-        start, iters_sum = partial["batch"], partial["iters_sum"]
+        start, stats_sum = partial["batch"], dict(partial["stats_sum"])
         # The saved total is summed over ranks (below); one rank carries it so that the epoch's
         # all-reduce counts it once.
         if dist.is_main():
@@ -251,7 +254,8 @@ def train_one_epoch(
         weight = batch["target_weight"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             heatmaps = model(images)
-        loss = loss_fn(heatmaps, target, weight)
+        out = loss_fn.with_stats(heatmaps, target, weight)
+        loss = out.value
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss {loss.item()} at epoch {epoch + 1}, step {i}: stopping"
@@ -270,7 +274,8 @@ def train_one_epoch(
         else:
             optimizer.step()
         total += torch.stack([loss.detach().double(), torch.ones((), device=device).double()])
-        iters_sum += getattr(loss_fn, "last_iters", 0)
+        for key, value in out.stats.items():
+            stats_sum[key] = stats_sum.get(key, 0.0) + value
         step += 1
         progress.update(loss.item())
         logger.scalar("train/loss_step", loss.item(), step)
@@ -281,7 +286,7 @@ def train_one_epoch(
                 torch.distributed.all_reduce(total)
             for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
                 group["lr"] = lr
-            return {"batch": i + 1, "total": total.cpu(), "iters_sum": iters_sum, "step": step,
+            return {"batch": i + 1, "total": total.cpu(), "stats_sum": stats_sum, "step": step,
                     "signum": signum}  # fmt: skip
     progress.close()
     for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
@@ -292,8 +297,7 @@ def train_one_epoch(
         torch.distributed.all_reduce(total)
     mean_loss = (total[0] / total[1].clamp_min(1)).item()
     extra = {"lr": optimizer.param_groups[0]["lr"]}
-    if hasattr(loss_fn, "last_iters"):
-        extra["sinkhorn_iters"] = iters_sum / max(steps, 1)
+    extra.update({key: value / max(steps, 1) for key, value in stats_sum.items()})
     return mean_loss, step, extra
 
 
@@ -320,7 +324,7 @@ def _state(
 
 def fit(
     model: nn.Module,
-    loss_fn: nn.Module,
+    loss_fn: Loss,
     train_set: Dataset,
     optimizer_fn: Callable[..., torch.optim.Optimizer],
     settings: TrainerSettings,
@@ -338,7 +342,9 @@ def fit(
 
     Args:
         model: built on every rank from the same seed (so the replicas start equal).
-        loss_fn: ``(heatmaps, target, target_weight) -> scalar``.
+        loss_fn: a ``posematch.types.Loss``: ``with_stats(heatmaps, target, target_weight)`` gives
+            the scalar and its statistics (averaged per epoch into the record, e.g.
+            ``sinkhorn_iters``).
         optimizer_fn: ``params -> optimizer`` (e.g. a Hydra ``_partial_``).
         scheduler_fn: ``optimizer -> per-epoch scheduler`` or None.
         val_set, codec, evaluator: validation (skipped when val_set is None).
@@ -407,7 +413,7 @@ def fit(
             if isinstance(result, dict):  # a signal: save where we are and stop
                 path = run_dir / "last.pth"
                 if dist.is_main():
-                    part = {k: result[k] for k in ("batch", "total", "iters_sum")}
+                    part = {k: result[k] for k in ("batch", "total", "stats_sum")}
                     state = _state(model, optimizer, scheduler, scaler, epoch, best,
                                    result["step"], history, part, describe)  # fmt: skip
                     checkpoint.atomic_save(state, path)
@@ -421,7 +427,7 @@ def fit(
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss, **extra}
             # Records skipped under skip_bad so far (malformed or unreadable, each counted once);
             # under DDP each rank counts those its own shards drew.
-            skipped = getattr(train_set, "skipped", lambda: 0)()
+            skipped = train_set.skipped() if isinstance(train_set, TopDownDataset) else 0
             if skipped:
                 log.warning("epoch %d: %d records skipped so far", epoch + 1, skipped)
                 record["skipped"] = skipped

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from posematch.types import LossOutput
+
 
 class JointsMSELoss(nn.Module):
     """Weighted heatmap MSE with the official 0.5 factor.
@@ -17,7 +19,7 @@ class JointsMSELoss(nn.Module):
         use_target_weight: multiply prediction and target by the joint weight (official default).
 
     ``forward(heatmaps (B, K, h, w), targets (B, K, h, w), weights (B, K))`` returns a scalar in
-    squared heatmap units.
+    squared heatmap units; ``with_stats`` returns it with no statistics.
     """
 
     target_kind = "heatmaps"  # consumes GaussianHeatmapCodec targets
@@ -44,3 +46,12 @@ class JointsMSELoss(nn.Module):
                     raise ValueError("weights: required when use_target_weight=True")
                 diff = diff * weights.float()[..., None, None]
             return 0.5 * diff.pow(2).mean()
+
+    def with_stats(
+        self,
+        heatmaps: torch.Tensor,
+        targets: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> LossOutput:
+        """The loss; MSE measures nothing else."""
+        return LossOutput(self(heatmaps, targets, weights))

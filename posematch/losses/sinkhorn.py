@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from posematch.demanders import check_mode, make_demanders
+from posematch.types import LossOutput
 
 FLOAT32_TOL_FLOOR = 1e-5
 SUBPIXEL_SPREAD = math.sqrt(2.0)  # largest distance between two demanders of one dot, px
@@ -307,8 +308,9 @@ class SinkhornMatchingLoss(nn.Module):
     """The distribution-matching loss as a module for configs: sum over joints, mean over the batch.
 
     ``forward(heatmaps (B, K, h, w), keypoints (B, K, 2) heatmap px, weights (B, K))`` returns a
-    scalar in the cost's unit (heatmap pixels times ``pixel_size``). ``last_iters`` holds the Sinkhorn scalings of the latest call, for
-    logging.
+    scalar in the cost's unit (heatmap pixels times ``pixel_size``); ``with_stats`` returns it with
+    the Sinkhorn scalings run (``sinkhorn_iters``, the batch's maximum). The module holds options
+    only: no state changes between calls.
     """
 
     target_kind = "dots"  # consumes DotCodec targets
@@ -332,7 +334,6 @@ class SinkhornMatchingLoss(nn.Module):
         self.tol = tol
         self.demanders = demanders
         self.reduction = reduction
-        self.last_iters = 0
 
     def forward(
         self,
@@ -340,7 +341,16 @@ class SinkhornMatchingLoss(nn.Module):
         keypoints: torch.Tensor,
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        value, self.last_iters = sinkhorn_matching_loss(
+        return self.with_stats(heatmaps, keypoints, weights).value
+
+    def with_stats(
+        self,
+        heatmaps: torch.Tensor,
+        keypoints: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> LossOutput:
+        """The loss and ``{"sinkhorn_iters": scalings run}``."""
+        value, iters = sinkhorn_matching_loss(
             heatmaps,
             keypoints,
             weights,
@@ -353,7 +363,7 @@ class SinkhornMatchingLoss(nn.Module):
             dead_grad=self.dead_grad,
             return_iters=True,
         )
-        return value
+        return LossOutput(value, {"sinkhorn_iters": float(iters)})
 
     def extra_repr(self) -> str:
         return (

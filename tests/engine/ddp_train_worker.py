@@ -28,11 +28,11 @@ class DyingLoss(SinkhornMatchingLoss):
         super().__init__()
         self.die_rank, self.calls = die_rank, 0
 
-    def forward(self, *args):
+    def with_stats(self, *args):
         self.calls += 1
         if self.calls == 2 and dist.rank() == self.die_rank:
             os._exit(3)
-        return super().forward(*args)
+        return super().with_stats(*args)
 
 
 def main(data_dir: str, run_dir: str, global_batch: int, die_rank: int | None = None) -> None:

@@ -12,6 +12,7 @@ import torch
 from posematch.engine import checkpoint
 from posematch.engine.trainer import TrainerSettings, fit
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
+from posematch.types import LossOutput
 from tests.engine.tiny import synthetic_set, tiny_model
 
 
@@ -60,13 +61,33 @@ def test_non_finite_loss_stops_training(tmp_path):
     data = synthetic_set(tmp_path / "synthetic")
 
     class Exploding(SinkhornMatchingLoss):
-        def forward(self, *args):
-            return super().forward(*args) * float("nan")
+        def with_stats(self, *args):
+            out = super().with_stats(*args)
+            return LossOutput(out.value * float("nan"), out.stats)
 
     settings = TrainerSettings(epochs=1, batch_size=4, num_workers=0)
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         fit(tiny_model(), Exploding(), data, partial(torch.optim.Adam, lr=1e-3), settings,
             tmp_path / "run", torch.device("cpu"))  # fmt: skip
+
+
+def test_loss_statistics_leave_with_the_value_and_are_averaged_per_epoch(tmp_path):
+    data = synthetic_set(tmp_path / "synthetic")  # 12 images: 3 steps of 4 per epoch
+    seen: list[float] = []
+
+    class Probed(SinkhornMatchingLoss):
+        def with_stats(self, *args):
+            out = super().with_stats(*args)
+            seen.append(out.stats["sinkhorn_iters"])
+            return LossOutput(out.value, {**out.stats, "probe": float(len(seen))})
+
+    settings = TrainerSettings(epochs=2, batch_size=4, num_workers=0)
+    fit(tiny_model(), Probed(), data, partial(torch.optim.Adam, lr=1e-3), settings,
+        tmp_path / "run", torch.device("cpu"))  # fmt: skip
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = len(seen) // 2
+    assert [r["probe"] for r in records] == [(1 + steps) / 2, (steps + 1 + 2 * steps) / 2]
+    assert records[0]["sinkhorn_iters"] == pytest.approx(sum(seen[:steps]) / steps)
 
 
 @pytest.mark.parametrize(

@@ -215,7 +215,9 @@ def test_module_reduction_sums_joints_and_averages_batch(rng):
     module = SinkhornMatchingLoss(tol=1e-13)
     got = module(heat, dots, weights)
     assert got.item() == pytest.approx((per_joint * weights).sum().item() / 2, rel=1e-12)
-    assert module.last_iters >= 1
+    out = module.with_stats(heat, dots, weights)
+    assert out.value.item() == got.item() and out.stats["sinkhorn_iters"] >= 1
+    assert vars(module) == vars(SinkhornMatchingLoss(tol=1e-13))  # stateless: options only
 
 
 @pytest.mark.parametrize(
@@ -255,8 +257,7 @@ def test_tol_zero_runs_exactly_max_iters_in_float32(rng):
         _, iters = sinkhorn_matching_loss(heat, dots, tol=0.0, max_iters=n, return_iters=True)
         assert iters == n
     module = SinkhornMatchingLoss(tol=0.0, max_iters=123)
-    module(heat, dots)
-    assert module.last_iters == 123
+    assert module.with_stats(heat, dots).stats == {"sinkhorn_iters": 123.0}
 
 
 @pytest.mark.parametrize("pixel_size", [1.0, 4.0])
