@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from posematch.data.keypoints import KeypointSpec
+from posematch.keypoints import KeypointSpec
 
 LEFT = (0, 128, 255)  # orange (BGR)
 RIGHT = (255, 128, 0)  # blue

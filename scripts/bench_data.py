@@ -24,9 +24,9 @@ import torch
 from posematch.codecs.dots import DotCodec
 from posematch.codecs.gaussian import GaussianHeatmapCodec
 from posematch.data.coco import CocoKeypoints
-from posematch.data.keypoints import COCO
 from posematch.data.topdown import TopDownDataset
 from posematch.data.transforms import TopDownPipeline
+from posematch.keypoints import COCO
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT = (192, 256)

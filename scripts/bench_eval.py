@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from posematch.data.keypoints import COCO as COCO_SPEC
 from posematch.evaluation import coco as coco_eval
 from posematch.evaluation.coco import CocoKeypointEvaluator, coco_keypoint_stats
+from posematch.keypoints import COCO as COCO_SPEC
 
 K = COCO_SPEC.num_keypoints
 # CPU seconds of this process: every step is single-threaded, so on an idle machine this equals the

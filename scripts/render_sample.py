@@ -18,9 +18,9 @@ import numpy as np
 
 from posematch.codecs.dots import DotCodec
 from posematch.data.coco import CocoKeypoints
-from posematch.data.keypoints import COCO, MPII, KeypointSpec
 from posematch.data.mpii import MpiiKeypoints
 from posematch.data.transforms import TopDownPipeline
+from posematch.keypoints import COCO, MPII, KeypointSpec
 
 LEFT, RIGHT, CENTRE = (0, 200, 255), (255, 120, 0), (60, 220, 60)  # BGR
 

@@ -8,9 +8,9 @@ from torch import nn
 
 from posematch.codecs.gaussian import GaussianHeatmapCodec
 from posematch.data.coco import CocoKeypoints
-from posematch.data.keypoints import COCO
 from posematch.data.transforms import TopDownPipeline
 from posematch.inference import flip_back, predict, predict_heatmaps
+from posematch.keypoints import COCO
 from tests.conftest import SHARED_DATA
 
 

@@ -25,8 +25,6 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from posematch.data.boxes import PIXEL_STD, box_to_center_scale
-from posematch.data.keypoints import COCO as COCO_SPEC
-from posematch.data.keypoints import KeypointSpec
 from posematch.data.topdown import (
     BadRecordError,
     Codec,
@@ -37,6 +35,8 @@ from posematch.data.topdown import (
     reject,
 )
 from posematch.data.transforms import TopDownPipeline
+from posematch.keypoints import COCO as COCO_SPEC
+from posematch.keypoints import KeypointSpec
 
 log = logging.getLogger(__name__)
 PERSON = 1

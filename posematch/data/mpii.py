@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from posematch.data.boxes import PIXEL_STD
-from posematch.data.keypoints import MPII as MPII_SPEC
-from posematch.data.keypoints import KeypointSpec
 from posematch.data.topdown import (
     BadRecordError,
     Codec,
@@ -28,6 +26,8 @@ from posematch.data.topdown import (
     reject,
 )
 from posematch.data.transforms import TopDownPipeline
+from posematch.keypoints import MPII as MPII_SPEC
+from posematch.keypoints import KeypointSpec
 
 log = logging.getLogger(__name__)
 

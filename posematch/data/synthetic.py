@@ -14,7 +14,7 @@ no choice may look at; ``pretrain`` is a separate split for pretraining a backbo
 ImageNet in the paper's protocol.
 
 which pycocotools reads and ``COCOeval(iouType="keypoints")`` scores. Each image (256-320 px a side)
-holds 1-3 frontal figures with the 17 COCO joints (``posematch.data.keypoints.COCO``): limb lengths in
+holds 1-3 frontal figures with the 17 COCO joints (``posematch.keypoints.COCO``): limb lengths in
 human proportions of the figure height (70-220 px), random joint angles, colours and limb thickness,
 the person's left limbs lighter and on the image's right, the right limbs darker, on a textured
 background (gradient or smooth noise, blurred shapes, sensor noise), saved as JPEG (quality 90).
@@ -52,7 +52,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from posematch.data.keypoints import COCO as COCO_SPEC
+from posematch.keypoints import COCO as COCO_SPEC
 
 Colour = tuple[int, int, int]
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from posematch.data.boxes import PIXEL_STD, affine_matrix, apply_affine
-from posematch.data.keypoints import KeypointSpec
+from posematch.keypoints import KeypointSpec
 
 
 @dataclass(frozen=True)

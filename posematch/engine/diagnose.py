@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from posematch.data.keypoints import KeypointSpec
 from posematch.evaluation.coco import CocoKeypointEvaluator, coco_keypoint_stats
 from posematch.evaluation.diagnosis import (
     best_matches,
@@ -38,6 +37,7 @@ from posematch.evaluation.diagnosis import (
     recall_at_oks,
 )
 from posematch.inference import decode_to_image, forward_heatmaps, heatmap_mass_shares
+from posematch.keypoints import KeypointSpec
 
 
 def image_to_heatmap(inverse: torch.Tensor, heatmap_per_input: tuple[float, float]) -> torch.Tensor:

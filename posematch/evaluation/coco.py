@@ -27,10 +27,10 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from posematch.data.keypoints import COCO as COCO_SPEC
-from posematch.data.keypoints import KeypointSpec
 from posematch.evaluation.arrays import as_array
 from posematch.evaluation.nms import oks_nms_per_image
+from posematch.keypoints import COCO as COCO_SPEC
+from posematch.keypoints import KeypointSpec
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from scipy.io import loadmat, savemat
 
-from posematch.data.keypoints import MPII as MPII_SPEC
 from posematch.evaluation.arrays import as_array
+from posematch.keypoints import MPII as MPII_SPEC
 
 log = logging.getLogger(__name__)
 

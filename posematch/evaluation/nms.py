@@ -88,7 +88,7 @@ def oks_one_to_many(
         area: the instance's area, image pixels^2 (official: the padded box, (scale * 200)^2).
         others: (M, K, 2) float, image pixels.
         other_areas: (M,) image pixels^2.
-        sigmas: (K,) per-joint OKS sigmas (e.g. ``posematch.data.keypoints.COCO.sigmas``).
+        sigmas: (K,) per-joint OKS sigmas (e.g. ``posematch.keypoints.COCO.sigmas``).
         other_scores: (M, K) keypoint scores of ``others``; needed only with ``in_vis_thre``.
         in_vis_thre: ``None`` (official default, and what the official COCO evaluation passes):
             the mean runs over all K joints. A float: the official code selects joints with

@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from posematch.cli.diagnose import run, select_split
-from posematch.data.keypoints import COCO as COCO_SPEC
 from posematch.evaluation.coco import STAT_NAMES
+from posematch.keypoints import COCO as COCO_SPEC
 from tests.conftest import REPO
 from tests.engine.tiny import synthetic_set
 

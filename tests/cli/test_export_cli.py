@@ -16,9 +16,9 @@ from torch import nn
 from posematch.codecs.dots import DotCodec
 from posematch.codecs.gaussian import GaussianHeatmapCodec
 from posematch.data.boxes import box_to_center_scale
-from posematch.data.keypoints import COCO
 from posematch.data.transforms import TopDownPipeline
 from posematch.export import check_onnx, export_onnx
+from posematch.keypoints import COCO
 from posematch.models.pose_model import TopDownModel
 from tests.cli.test_infer_cli import SMALL, _compose
 from tests.conftest import REPO, SHARED_DATA

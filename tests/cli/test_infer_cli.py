@@ -23,9 +23,9 @@ from pycocotools.coco import COCO
 from posematch.cli.common import trained_model
 from posematch.cli.infer import run
 from posematch.cli.person_boxes import find_detector_weights, torchvision_weight_files
-from posematch.data.keypoints import COCO as COCO_SPEC
 from posematch.draw import CENTRE, LEFT, draw_pose, line_thickness
 from posematch.inference import predict_loader
+from posematch.keypoints import COCO as COCO_SPEC
 from tests.conftest import REPO, SHARED_DATA
 
 COCO_DIR = SHARED_DATA / "coco_sample"

@@ -13,10 +13,10 @@ import pytest
 
 from posematch.codecs.dots import DotCodec
 from posematch.data.coco import CocoKeypoints
-from posematch.data.keypoints import COCO, MPII
 from posematch.data.mpii import MpiiKeypoints
 from posematch.data.topdown import BadRecordError, decode_image
 from posematch.data.transforms import TopDownPipeline
+from posematch.keypoints import COCO, MPII
 from tests.conftest import SHARED_DATA
 
 COCO_DIR = SHARED_DATA / "coco_sample"

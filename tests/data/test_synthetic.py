@@ -13,7 +13,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from posematch.data import keypoints as kps
+from posematch import keypoints as kps
 from posematch.data.synthetic import generate, main, synthesize
 
 SPLITS = ("train2017", "val2017")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from posematch.data.boxes import affine_matrix, apply_affine, box_to_center_scale
-from posematch.data.keypoints import COCO
 from posematch.data.transforms import TopDownPipeline
+from posematch.keypoints import COCO
 
 
 def official_affine(center, scale, rot, output_size, inv=False):

@@ -16,11 +16,11 @@ from torch import nn
 
 from posematch.codecs.dots import DotCodec
 from posematch.data.coco import CocoKeypoints
-from posematch.data.keypoints import COCO
 from posematch.data.transforms import TopDownPipeline
 from posematch.engine import dist
 from posematch.engine.evaluate import collect_predictions
 from posematch.evaluation.coco import CocoKeypointEvaluator
+from posematch.keypoints import COCO
 from posematch.models.pose_model import TopDownModel
 from tests.conftest import SHARED_DATA
 

@@ -12,11 +12,11 @@ from torch import nn
 
 from posematch.codecs.dots import DotCodec
 from posematch.data.coco import CocoKeypoints
-from posematch.data.keypoints import COCO
 from posematch.data.transforms import TopDownPipeline
 from posematch.engine.diagnose import image_to_heatmap
 from posematch.engine.trainer import TrainerSettings, fit
 from posematch.evaluation.coco import CocoKeypointEvaluator
+from posematch.keypoints import COCO
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
 from tests.engine.tiny import HEATMAP, INPUT, synthetic_set
 

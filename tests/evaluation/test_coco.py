@@ -149,7 +149,7 @@ def test_bad_inputs_name_the_field(tmp_path):
 
 
 def test_a_four_joint_dataset_is_scored_with_its_own_sigmas(tmp_path):
-    from posematch.data.keypoints import KeypointSpec
+    from posematch.keypoints import KeypointSpec
 
     sigmas = (0.05, 0.08, 0.08, 0.1)
     spec = KeypointSpec("quad", ("a", "b", "c", "d"), ((1, 2),), sigmas)

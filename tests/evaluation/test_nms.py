@@ -11,9 +11,9 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from posematch.data.keypoints import COCO as COCO_SPEC
 from posematch.evaluation import nms
 from posematch.evaluation.nms import oks_nms, oks_nms_per_image, oks_one_to_many
+from posematch.keypoints import COCO as COCO_SPEC
 from tests.conftest import SHARED_DATA
 
 ANN = SHARED_DATA / "coco_sample" / "test_coco.json"

@@ -139,7 +139,7 @@ def test_heatmap_extent_puts_pixel_centres_where_the_codec_maps_them(udp):
 
 def test_default_joints_prefer_the_labelled_side():
     mod = _script("plot_heatmaps")
-    from posematch.data.keypoints import COCO, MPII
+    from posematch.keypoints import COCO, MPII
 
     labelled = np.ones(17, dtype=bool)
     assert mod.default_joints(COCO.names, labelled) == [9, 7, 13, 15]  # left_wrist ... left_ankle
