@@ -183,6 +183,7 @@ class Predictor:
         self.batch_size = batch_size
         self.num_keypoints = pipeline.spec.num_keypoints
         geometry = codec.geometry
+        pipeline.check_agrees_with(geometry.input_size, geometry.udp)
         check_geometry(self.model, geometry.input_size, geometry.heatmap_size, self.num_keypoints)
 
     @classmethod

@@ -7,13 +7,16 @@ dot into demanders (``naive`` or ``subpixel``, see ``posematch.demanders``). Dec
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from posematch.codecs.decoders import get_decoder
 from posematch.codecs.geometry import HeatmapGeometry
-from posematch.demanders import check_mode, make_demanders
 from posematch.types import DecodedKeypoints, DotTargets
+
+log = logging.getLogger(__name__)
 
 
 class DotCodec:
@@ -22,12 +25,15 @@ class DotCodec:
     Args:
         input_size: (width, height) of the network input in pixels.
         heatmap_size: (width, height) of the heatmaps in pixels.
-        demanders: ``"subpixel"`` (default) or ``"naive"``; used by ``demanders_of``.
         udp: UDP coordinate mapping instead of ``x / stride``.
         decoder: ``"window"`` (the paper's, default), ``"argmax"`` or ``"dark"``.
         blur_kernel: Gaussian kernel of the ``dark`` decoder.
         score: keypoint score of the ``window`` decoder: ``"max"`` (the heatmap maximum, official)
             or ``"mass"`` (share of the heatmap's mass in the window; scale-free, see decoders).
+        demanders: not an option of the codec (the loss owns it: ``loss.demanders``); accepted
+            only so that run folders saved with it still load, and ignored with a warning.
+
+    The codec encodes dots; which demanders the loss builds from them is the loss's setting alone.
     """
 
     target_kind = "dots"  # what encode() gives: a loss with the same kind can consume it
@@ -36,18 +42,21 @@ class DotCodec:
         self,
         input_size: tuple[int, int] = (192, 256),
         heatmap_size: tuple[int, int] = (48, 64),
-        demanders: str = "subpixel",
         udp: bool = False,
         decoder: str = "window",
         blur_kernel: int = 11,
         score: str = "max",
+        demanders: str | None = None,
     ) -> None:
-        check_mode(demanders)
+        if demanders is not None:
+            log.warning(
+                "codec.demanders=%s is ignored: the loss builds the demanders (loss.demanders)",
+                demanders,
+            )
         self.geometry = HeatmapGeometry(input_size, heatmap_size, udp)
         self._scale = torch.tensor(self.geometry.scale, dtype=torch.float32)
         self._upper = torch.tensor(self.geometry.heatmap_size, dtype=torch.float32) - 0.5
         self._scale_np, self._upper_np = self._scale.numpy(), self._upper.numpy()
-        self.demanders = demanders
         self.decoder = decoder
         self._decode = get_decoder(decoder, blur_kernel, score)
 
@@ -74,10 +83,6 @@ class DotCodec:
         inside = ((dots >= -0.5) & (dots < self._upper.to(keypoints.device))).all(dim=-1)
         weights = ((visible > 0) & inside).to(dots.dtype)
         return DotTargets(keypoints=dots, weights=weights)
-
-    def demanders_of(self, targets: DotTargets) -> tuple[torch.Tensor, torch.Tensor]:
-        """Demander positions (..., K, M, 2) in heatmap pixels and masses (..., K, M)."""
-        return make_demanders(targets.keypoints, self.demanders)
 
     def decode(self, heatmaps: torch.Tensor) -> DecodedKeypoints:
         """(B, K, h, w) heatmaps -> keypoints in heatmap pixels, by the configured decoder."""

@@ -49,8 +49,18 @@ class Instance:
     record: str
 
 
+class Geometry(Protocol):
+    """The codec's map from input to heatmap pixels (``posematch.codecs.geometry``)."""
+
+    input_size: tuple[int, int]
+    udp: bool
+
+
 class Codec(Protocol):
-    """What a dataset needs of a codec (``posematch.codecs``): keypoints -> targets."""
+    """What a dataset needs of a codec (``posematch.codecs``): keypoints -> targets, and the
+    geometry it maps crops with (checked against the pipeline's)."""
+
+    geometry: Geometry
 
     def encode(self, keypoints: torch.Tensor, visible: torch.Tensor) -> Any: ...
 
@@ -146,6 +156,7 @@ class TopDownDataset(Dataset):
     ) -> None:
         if not instances:
             raise ValueError(f"{type(self).__name__}: no instances to load")
+        pipeline.check_agrees_with(codec.geometry.input_size, codec.geometry.udp)
         self.bad_records = list(bad_records or [])
         self.instances = instances
         self.pipeline = pipeline

@@ -18,6 +18,7 @@ can make every sample reproducible from (seed, epoch, index) whatever the number
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +143,24 @@ class TopDownPipeline:
         self.photometric = photometric
         self.color = color
         self.udp = udp
+
+    def check_agrees_with(self, input_size: Sequence[int], udp: bool, owner: str = "codec") -> None:
+        """ValueError unless ``owner`` (the codec's geometry) maps the crops this pipeline makes:
+        the same input size and the same coordinate convention. UDP is unbiased only when crop
+        and codec both use it; one without the other shifts every target by a fraction of a
+        pixel, silently. Both follow ``data.udp`` and ``data.input_size`` in the configs."""
+        size = (int(input_size[0]), int(input_size[1]))
+        if size != self.input_size:
+            raise ValueError(
+                f"data.input_size: the pipeline crops {list(self.input_size)} but the {owner} "
+                f"maps {list(size)}; set data.input_size (both follow it)"
+            )
+        if bool(udp) != bool(self.udp):
+            raise ValueError(
+                f"data.udp: the pipeline crops with udp={self.udp} but the {owner} maps with "
+                f"udp={bool(udp)}; UDP is unbiased only when both use it: set data.udp (both "
+                "follow it)"
+            )
 
     def __call__(
         self,

@@ -98,8 +98,6 @@ def test_window_on_degenerate_heatmaps():
 
 
 def test_bad_codec_options_name_the_option():
-    with pytest.raises(ValueError, match="demanders"):
-        DotCodec(demanders="gaussian")
     with pytest.raises(ValueError, match="heatmap_size"):
         DotCodec(heatmap_size=(0, 64))
     with pytest.raises(ValueError, match="decoder"):

@@ -155,3 +155,40 @@ def test_bgr_and_rgb_channel_order():
     assert bgr[0, 32, 24] == 255 and bgr[2, 32, 24] == 0
     with pytest.raises(ValueError, match="color"):
         TopDownPipeline((48, 64), COCO, color="hsv")
+
+
+def test_codec_and_pipeline_must_agree_on_udp_and_input_size():
+    from posematch.codecs.dots import DotCodec
+    from posematch.data.coco import CocoKeypoints
+    from tests.conftest import SHARED_DATA
+
+    sample = SHARED_DATA / "coco_sample"
+    ann, images = str(sample / "test_coco.json"), str(sample)
+
+    def dataset(pipe_udp, codec_udp, codec_size=(192, 256)):
+        pipe = TopDownPipeline((192, 256), COCO, train=False, udp=pipe_udp)
+        return CocoKeypoints(ann, images, pipe, DotCodec(codec_size, (48, 64), udp=codec_udp))
+
+    assert len(dataset(True, True)) == len(dataset(False, False)) > 0
+    for pipe_udp, codec_udp in ((True, False), (False, True)):
+        with pytest.raises(ValueError, match=f"data.udp: the pipeline crops with udp={pipe_udp}"):
+            dataset(pipe_udp, codec_udp)
+    with pytest.raises(ValueError, match=r"data.input_size: the pipeline crops \[192, 256\]"):
+        dataset(False, False, codec_size=(96, 128))
+
+
+def test_data_udp_sets_the_crops_and_the_codec_together():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from tests.conftest import REPO
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        extra = {"train": ["run_dir=/tmp/x"], "evaluate": ["checkpoint=x"],
+                 "infer": ["checkpoint=x", "input=x"]}  # fmt: skip
+        for name, overrides in extra.items():
+            cfg = compose(name, overrides=["data.udp=true", *overrides])
+            codec = instantiate(cfg.codec)
+            assert codec.geometry.udp is True, name
+            for part in ("val", "train") if name == "train" else ("val",):
+                assert cfg.data[part].pipeline.udp is True, (name, part)
