@@ -12,7 +12,6 @@ signal (143 / 130); ``resume=auto`` continues from that step.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,21 +25,10 @@ from posematch.cli.common import CONFIG_PATH, resolve_device
 from posematch.cli.run_record import check_resume, write_record
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
+from posematch.engine.optim import OptimizerSettings
 from posematch.engine.trainer import Preempted, fit
 
 log = logging.getLogger("posematch.train")
-
-
-def param_groups(model: torch.nn.Module, no_decay: list[str]) -> list[dict[str, Any]]:
-    """Parameters split into those with and without weight decay (names containing a key)."""
-    decay, plain = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (plain if any(key in name for key in no_decay) else decay).append(p)
-    groups = [{"params": decay}]
-    if plain:
-        groups.append({"params": plain, "weight_decay": 0.0})
-    return groups
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
@@ -63,22 +51,12 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     evaluator = instantiate(cfg.data.evaluator) if cfg.validate else None
     spec = instantiate(cfg.data.spec)
 
-    optim_cfg = cfg.optim
-    try:
-        lr = float(optim_cfg.optimizer.lr)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"optim.optimizer.lr={optim_cfg.optimizer.lr!r}: not a number") from err
-    if not (lr > 0 and math.isfinite(lr)):  # a run that never moves is not a result
-        raise ValueError(f"optim.optimizer.lr={lr}: must be a positive finite number")
-    global_batch = settings.batch_size * dist.world_size()
-    if optim_cfg.base_batch:
-        lr = lr * global_batch / float(optim_cfg.base_batch)
-        log.info("lr scaled to %.3g for a global batch of %d", lr, global_batch)
-    make_optimizer = instantiate(optim_cfg.optimizer, lr=lr)
-    no_decay = list(optim_cfg.no_decay)
-
-    def optimizer_fn(_params: Any) -> torch.optim.Optimizer:
-        return make_optimizer(param_groups(model, no_decay))
+    optimizer = OptimizerSettings(
+        make=instantiate(cfg.optim.optimizer),
+        lr=cfg.optim.optimizer.lr,
+        no_decay=tuple(cfg.optim.get("no_decay") or ()),
+        base_batch=cfg.optim.get("base_batch"),
+    )
 
     return {
         "settings": settings,
@@ -88,7 +66,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         "train_set": train_set,
         "val_set": val_set,
         "evaluator": evaluator,
-        "optimizer_fn": optimizer_fn,
+        "optimizer": optimizer,
         "scheduler_fn": instantiate(cfg.schedule) if cfg.get("schedule") else None,
         "flip_perm": spec.flip_permutation() if settings.flip_test else None,
     }
@@ -126,7 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         parts["model"],
         parts["loss_fn"],
         parts["train_set"],
-        parts["optimizer_fn"],
+        parts["optimizer"],
         parts["settings"],
         run_dir,
         device,

@@ -42,6 +42,7 @@ from posematch.data.transforms import TopDownPipeline
 from posematch.engine import checkpoint, dist
 from posematch.engine.evaluate import evaluate
 from posematch.engine.logging import RunLogger
+from posematch.engine.optim import OptimizerSettings
 from posematch.engine.workers import ignore_stop_signals
 from posematch.types import Loss
 
@@ -326,7 +327,7 @@ def fit(
     model: nn.Module,
     loss_fn: Loss,
     train_set: Dataset,
-    optimizer_fn: Callable[..., torch.optim.Optimizer],
+    optimizer_fn: OptimizerSettings | Callable[..., torch.optim.Optimizer],
     settings: TrainerSettings,
     run_dir: str | Path,
     device: torch.device,
@@ -345,7 +346,9 @@ def fit(
         loss_fn: a ``posematch.types.Loss``: ``with_stats(heatmaps, target, target_weight)`` gives
             the scalar and its statistics (averaged per epoch into the record, e.g.
             ``sinkhorn_iters``).
-        optimizer_fn: ``params -> optimizer`` (e.g. a Hydra ``_partial_``).
+        optimizer_fn: ``OptimizerSettings`` (parameter groups without decay, lr scaled to the
+            global batch: ``posematch.engine.optim``), or a plain ``params -> optimizer`` callable
+            (an optimizer class or partial), given ``model.parameters()``.
         scheduler_fn: ``optimizer -> per-epoch scheduler`` or None.
         val_set, codec, evaluator: validation (skipped when val_set is None).
         flip_perm: joint permutation for the validation flip test.
@@ -363,7 +366,10 @@ def fit(
     model = model.to(device)
     if dist.is_distributed() and settings.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = optimizer_fn(model.parameters())
+    if isinstance(optimizer_fn, OptimizerSettings):
+        optimizer = optimizer_fn.build(model, settings.batch_size * dist.world_size())
+    else:
+        optimizer = optimizer_fn(model.parameters())
     scheduler = scheduler_fn(optimizer) if scheduler_fn is not None else None
     use_scaler = settings.amp == "fp16" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None

@@ -1,0 +1,78 @@
+"""The optimizer of a training run: parameter groups and learning-rate scaling, in one place.
+
+``OptimizerSettings.build(model, global_batch)`` hands the optimizer exactly the model's trainable
+parameters, split into a weight-decay group and a no-decay group (parameter names containing one of
+``no_decay``: HRFormer's relative-position bias tables), at the learning rate scaled linearly to the
+global batch when ``base_batch`` is set (Goyal et al. 2017: lr x global batch / base batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger("posematch.train")
+
+
+def param_groups(model: nn.Module, no_decay: Sequence[str]) -> list[dict[str, Any]]:
+    """The trainable parameters, in model order: those whose name contains a ``no_decay`` key in a
+    second group with ``weight_decay=0``, the others in the first (the optimizer's own decay)."""
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if any(key in name for key in no_decay) else decay).append(p)
+    groups: list[dict[str, Any]] = [{"params": decay}]
+    if plain:
+        groups.append({"params": plain, "weight_decay": 0.0})
+    return groups
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """How a run builds its optimizer.
+
+    make: the optimizer class or a partial of it (Hydra ``_partial_``), called as
+        ``make(param_groups, lr=...)``.
+    lr: learning rate, for ``base_batch`` images per step when that is set (the config's
+        ``optim.optimizer.lr``).
+    no_decay: substrings of parameter names trained without weight decay.
+    base_batch: global batch that ``lr`` was tuned for; None keeps ``lr`` at any batch.
+    """
+
+    make: Callable[..., torch.optim.Optimizer]
+    lr: float
+    no_decay: tuple[str, ...] = ()
+    base_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            lr = float(self.lr)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"optim.optimizer.lr={self.lr!r}: not a number") from err
+        if not (lr > 0 and math.isfinite(lr)):  # a run that never moves is not a result
+            raise ValueError(f"optim.optimizer.lr={lr}: must be a positive finite number")
+        if self.base_batch is not None and not (
+            isinstance(self.base_batch, int) and self.base_batch > 0
+        ):
+            raise ValueError(f"optim.base_batch={self.base_batch!r}: a positive integer or null")
+        object.__setattr__(self, "lr", lr)
+        object.__setattr__(self, "no_decay", tuple(self.no_decay))
+
+    def lr_for(self, global_batch: int) -> float:
+        """The learning rate at ``global_batch`` images per step (all ranks together)."""
+        if self.base_batch is None:
+            return self.lr
+        return self.lr * global_batch / self.base_batch
+
+    def build(self, model: nn.Module, global_batch: int) -> torch.optim.Optimizer:
+        """The optimizer over ``model``'s trainable parameters (see ``param_groups``)."""
+        lr = self.lr_for(global_batch)
+        if lr != self.lr:
+            log.info("lr scaled to %.3g for a global batch of %d", lr, global_batch)
+        return self.make(param_groups(model, self.no_decay), lr=lr)
