@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import partial
 
 import numpy as np
@@ -178,3 +179,83 @@ def test_resume_drops_metrics_of_epochs_the_checkpoint_does_not_have(tmp_path):
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[-1]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_steps_run_the_model_in_half_precision_and_keep_the_loss_fp32(tmp_path, amp):
+    data = synthetic_set(tmp_path / "synthetic")
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    try:
+        with torch.autocast("cpu", dtype=half):
+            torch.nn.functional.conv2d(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 3, 3))
+    except RuntimeError as err:  # this torch build has no CPU autocast for the dtype
+        pytest.skip(f"CPU autocast {amp}: {err}")
+    model = tiny_model()
+    seen: list[tuple[torch.dtype, torch.dtype]] = []
+    model.head.register_forward_hook(lambda m, i, out: seen.append(("head", out.dtype)))
+
+    class Recorded(SinkhornMatchingLoss):
+        def with_stats(self, *args):
+            out = super().with_stats(*args)
+            seen.append(("loss", out.value.dtype))
+            return out
+
+    settings = TrainerSettings(epochs=1, batch_size=4, num_workers=0, amp=amp)
+    summary = fit(model, Recorded(), data, partial(torch.optim.Adam, lr=1e-3), settings,
+                  tmp_path / "run", torch.device("cpu"))  # fmt: skip
+    assert math.isfinite(summary["history"][0])
+    assert ("head", half) in seen and ("loss", torch.float32) in seen
+    assert all(dtype == torch.float32 for kind, dtype in seen if kind == "loss")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_grad_clip_bounds_the_update_norm(tmp_path):
+    data = synthetic_set(tmp_path / "synthetic")
+
+    def update_norm(clip):
+        model = tiny_model(seed=1)
+        before = [p.detach().clone() for p in model.parameters()]
+        settings = TrainerSettings(epochs=1, batch_size=4, num_workers=0, max_steps_per_epoch=1,
+                                   grad_clip=clip)  # fmt: skip
+        fit(model, SinkhornMatchingLoss(), data, partial(torch.optim.SGD, lr=1.0), settings,
+            tmp_path / f"run_{clip}", torch.device("cpu"))  # fmt: skip
+        # One plain SGD step at lr 1: the update is the gradient, its norm the clipped norm.
+        return torch.cat([(p.detach() - b).flatten() for p, b in
+                          zip(model.parameters(), before, strict=True)]).norm().item()  # fmt: skip
+
+    free = update_norm(None)
+    assert free > 1e-2
+    assert update_norm(1e-3) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_best_pth_holds_the_weights_of_the_epoch_with_the_best_monitored_metric(tmp_path):
+    from posematch.codecs.dots import DotCodec
+    from posematch.data.coco import CocoKeypoints
+    from posematch.data.transforms import TopDownPipeline
+    from posematch.engine.evaluate import evaluate
+    from posematch.evaluation.coco import CocoKeypointEvaluator
+    from posematch.keypoints import COCO
+    from tests.engine.tiny import HEATMAP, INPUT
+
+    root = tmp_path / "synthetic"
+    data = synthetic_set(root)
+    ann = str(root / "annotations" / "person_keypoints_val2017.json")
+    val = CocoKeypoints(ann, str(root / "val2017"), TopDownPipeline(INPUT, COCO),
+                        DotCodec(INPUT, HEATMAP))  # fmt: skip
+    run = tmp_path / "run"
+    # The monitor is any validation number, higher is better: here dead_share (the share of
+    # joints whose heatmap has no positive mass), which peaks at epoch 2 of 4 in this run, so the
+    # last epoch's weights are not the answer.
+    settings = TrainerSettings(epochs=4, batch_size=4, num_workers=0, monitor="dead_share", seed=2,
+                               val_every=1)  # fmt: skip
+    fit(tiny_model(), SinkhornMatchingLoss(), data, partial(torch.optim.Adam, lr=1e-1), settings,
+        run, torch.device("cpu"), val_set=val, codec=DotCodec(INPUT, HEATMAP),
+        evaluator=CocoKeypointEvaluator(ann, str(run)), flip_perm=COCO.flip_permutation())  # fmt: skip
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    values = [r["val/dead_share"] for r in records]
+    assert len(set(values)) == len(values) and values.index(max(values)) < len(values) - 1
+    model = tiny_model()
+    model.load_state_dict(torch.load(run / "best.pth", weights_only=True))
+    again = evaluate(model, val, DotCodec(INPUT, HEATMAP), CocoKeypointEvaluator(ann, str(tmp_path / "again")),
+                     torch.device("cpu"), 4, 0, COCO.flip_permutation(), heatmap_health=True)  # fmt: skip
+    assert again["dead_share"] == max(values)

@@ -80,6 +80,17 @@ def test_config_instantiates_and_gives_heatmaps_at_stride_4(path):
         assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_every_model_config_trains_forward_and_backward_reaching_every_parameter(path):
+    # On the meta device (shapes only): a training-mode step of the big models costs no memory.
+    with torch.device("meta"):
+        model = instantiate(OmegaConf.load(path)).train()
+        h, w = SIZES[0]
+        model(torch.randn(2, 3, h, w)).square().sum().backward()
+    unreached = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unreached, f"{path.stem}: no gradient reaches {unreached[:5]}"
+
+
 @pytest.mark.parametrize("name", sorted(PUBLISHED), ids=str)
 def test_parameter_count_within_1_percent_of_published(name):
     path = REPO / "conf" / "model" / f"{name}.yaml"
