@@ -15,12 +15,15 @@ import copy
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from posematch import runinfo
 from posematch.cli.common import CONFIG_PATH, resolve_device
+from posematch.cli.run_record import model_name, run_info
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
 from posematch.engine.evaluate import evaluate
@@ -31,13 +34,13 @@ from posematch.predictor import trained_config
 log = logging.getLogger("posematch.eval")
 
 
-def adopt_trained_config(cfg: DictConfig) -> None:
+def adopt_trained_config(cfg: DictConfig) -> bool:
     """Take the model, codec and input sizes from what the checkpoint says it is: its run folder's
     saved config, else the config a posematch checkpoint carries; the data to score (split, boxes,
     paths) stays the command's. Nothing changes for other files (official weights)."""
     source, where = trained_config(cfg.checkpoint, trust=bool(cfg.get("trust_config", False)))
     if source is None:
-        return
+        return False
     log.info("model, codec and input sizes from %s", where)
     with open_dict(cfg):
         cfg.model = copy.deepcopy(source.model)
@@ -47,6 +50,30 @@ def adopt_trained_config(cfg: DictConfig) -> None:
         for key in ("input_size", "heatmap_size", "num_keypoints"):
             if key in source.data:
                 cfg.data[key] = source.data[key]
+    return True
+
+
+def trained_facts(cfg: DictConfig, adopted: bool) -> tuple[Any, str | None]:
+    """What trained the checkpoint: its loss config and its model config's name, from its run
+    folder's ``run.json``, else its saved config (the name then from the model's backbone class),
+    else the composed config when an experiment was named; ``(None, None)``-like parts stay
+    unknown (official weights: ``run.json`` says so)."""
+    folder = Path(cfg.checkpoint).parent
+    if runinfo.exists(folder):
+        info = runinfo.RunInfo.read(folder)
+        loss = info.loss
+        loss_cfg = None if loss is None else OmegaConf.create(
+            {"_target_": loss["target"], **{k: v for k, v in loss.items()
+                                            if k not in ("kind", "target")}})  # fmt: skip
+        return loss_cfg, info.model
+    name = None if not adopted else model_name(OmegaConf.create({"model": cfg.model}), False)
+    saved, _ = trained_config(cfg.checkpoint, trust=bool(cfg.get("trust_config", False)))
+    if saved is not None and saved.get("loss") is not None:
+        return saved.loss, name
+    from hydra.core.hydra_config import HydraConfig
+
+    named = HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("experiment")
+    return (cfg.get("loss") if named else None), name
 
 
 def run(cfg: DictConfig) -> dict | None:
@@ -55,7 +82,7 @@ def run(cfg: DictConfig) -> dict | None:
         raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
     device = resolve_device(cfg.device, dist.init())
     out_dir = Path(cfg.output_dir)
-    adopt_trained_config(cfg)
+    adopted = adopt_trained_config(cfg)
     model = instantiate(cfg.model)
     report = load_checkpoint(model, cfg.checkpoint)
     log.info("loaded %s: %s", cfg.checkpoint, report.describe())
@@ -80,6 +107,9 @@ def run(cfg: DictConfig) -> dict | None:
         out_dir.mkdir(parents=True, exist_ok=True)
         record = {"checkpoint": str(cfg.checkpoint), "config": OmegaConf.to_container(cfg.data)}
         (out_dir / "metrics.json").write_text(json.dumps({**metrics, **record}, indent=2))
+        loss_cfg, name = trained_facts(cfg, adopted)
+        info = run_info(cfg, "eval", loss_cfg=loss_cfg, checkpoint=str(cfg.checkpoint), model=name)
+        info.write(out_dir)
         if metrics.get("scored", True):
             print(markdown_row(metrics))
         else:

@@ -1,4 +1,5 @@
-"""A training run's record: what the run was, written once, and guarded on resume (issue 11).
+"""A training run's record: what the run was, written once, and guarded on resume (issue 11), and
+the ``run.json`` facts (``posematch.runinfo``) of train and eval runs.
 
 ``posematch-train`` writes into its run folder ``config.yaml`` (the resolved config) and
 ``.hydra/{config,overrides,hydra}.yaml`` (the composed config, the command-line overrides and Hydra's
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from posematch.runinfo import RunInfo
 
 log = logging.getLogger("posematch.train")
 
@@ -99,3 +102,80 @@ def write_record(cfg: DictConfig, run_dir: Path) -> None:
         hydra_cfg = HydraConfig.get()
         (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_cfg.overrides.task))
         (hydra_dir / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": hydra_cfg}))
+
+
+def loss_facts(loss_cfg: Any) -> dict[str, Any] | None:
+    """``run.json``'s loss entry from a loss config: the kind from the class's own ``target_kind``
+    (what its targets are), the matching loss's options from the built module; None without one."""
+    if loss_cfg is None or "_target_" not in loss_cfg:
+        return None
+    from hydra.utils import instantiate
+
+    loss = instantiate(loss_cfg)
+    kind = {"heatmaps": "mse", "dots": "matching"}.get(getattr(loss, "target_kind", None))
+    if kind is None:
+        return None
+    facts: dict[str, Any] = {"kind": kind, "target": str(loss_cfg._target_)}
+    if kind == "matching":
+        facts.update(demanders=str(loss.demanders), max_iters=int(loss.max_iters))
+    return facts
+
+
+def split_of(data: Any) -> str:
+    """The split a data config scores: COCO test-dev (its official image-info file: no
+    annotations, the server scores it), a held-out ``test*`` split, else validation."""
+    val = data.get("val") or {}
+    if str(Path(str(val.get("ann_file", ""))).name).startswith("image_info_test-dev"):
+        return "test-dev"
+    return "test" if str(data.get("eval_split") or "").startswith("test") else "val"
+
+
+def model_name(cfg: DictConfig, use_choice: bool = True) -> str:
+    """The model config's name (``hrnet_w32``): Hydra's choice (``use_choice``), else the
+    backbone class's name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if use_choice and HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("model")
+        if choice:
+            return str(choice)
+    return str(cfg.model.backbone._target_).rsplit(".", 1)[-1].lower()
+
+
+def run_info(
+    cfg: DictConfig,
+    kind: str,
+    loss_cfg: Any = None,
+    checkpoint: str | None = None,
+    model: str | None = None,
+) -> RunInfo:
+    """The ``run.json`` facts of a train or eval config (``loss_cfg``: the loss that trained the
+    model, default the config's own; ``model``: its model config's name, default ``model_name``)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    try:
+        posematch_version = version("posematch")
+    except PackageNotFoundError:
+        posematch_version = "unknown"
+    data = cfg.data
+    codec = cfg.codec
+    return RunInfo(
+        kind=kind,
+        dataset=str(data.name),
+        split=split_of(data),
+        boxes=str(data.val.boxes) if data.val.get("boxes") is not None else None,
+        model=model or model_name(cfg),
+        input_size=tuple(int(v) for v in data.input_size),
+        loss=loss_facts(cfg.get("loss") if loss_cfg is None else loss_cfg),
+        codec={"target": str(codec._target_), "decoder": str(codec.get("decoder", ""))},
+        seed=int(cfg.trainer.seed) if kind == "train" and "trainer" in cfg else None,
+        checkpoint=checkpoint,
+        versions={
+            "posematch": posematch_version,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    )

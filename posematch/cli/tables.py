@@ -14,9 +14,12 @@ Prints the Markdown tables and writes ``tableN.md`` / ``tableN.tex`` under ``--o
   with the gain in AP (COCO) or Mean (MPII) over the default row. A setting appears once a run varies
   that option.
 
-Inputs: each argument is a run directory (it has ``.hydra/config.yaml``: a ``posematch-train`` run or a
-``posematch-eval`` output folder) or a folder searched recursively for them (a Hydra multirun sweep,
-``outputs/train``). The numbers of a run, in this order:
+Inputs: each argument is a run directory (a ``posematch-train`` run or a ``posematch-eval`` output
+folder: it has ``run.json``, or ``.hydra/config.yaml`` for runs made before ``run.json``) or a folder
+searched recursively for them (a Hydra multirun sweep, ``outputs/train``). A run's data set, split,
+boxes, model, input size and loss are read from its ``run.json`` (``posematch.runinfo``); only older
+runs without one fall back on reading their Hydra config (and, for an evaluation, the config of its
+checkpoint's run or the experiment's name). The numbers of a run, in this order:
 
 1. ``metrics.json`` in the run directory (``posematch-eval ... output_dir=RUN``: the protocol
    evaluation, detection boxes) when it is scored;
@@ -50,8 +53,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from posematch import runinfo
 from posematch.evaluation.report import COCO_COLUMNS, MPII_COLUMNS, paper_row
 from posematch.evaluation.report import MISSING as NOT_SCORED
+from posematch.runinfo import RunInfo
 
 log = logging.getLogger("posematch.tables")
 
@@ -175,8 +180,8 @@ class Table:
 
 
 def is_run(path: Path) -> bool:
-    """A run directory is one Hydra wrote its composed config into."""
-    return (path / ".hydra" / "config.yaml").is_file()
+    """A run directory holds a ``run.json`` or the composed config Hydra wrote (older runs)."""
+    return runinfo.exists(path) or (path / ".hydra" / "config.yaml").is_file()
 
 
 def _natural(path: Path) -> list[Any]:
@@ -354,8 +359,19 @@ def _boxes(data: Any) -> str:
     return f", {boxes} boxes" if isinstance(boxes, str) else ""
 
 
+def _loss_of(info: RunInfo) -> Loss | None:
+    """The table's loss of a ``run.json`` loss entry."""
+    if info.loss is None:
+        return None
+    if info.loss["kind"] == "mse":
+        return MSE
+    return Loss("matching", str(info.loss["demanders"]), int(info.loss["max_iters"]))
+
+
 def read_run(run: Path, order: int) -> list[Result]:
     """The results of one run directory: its validation numbers and any test-dev numbers."""
+    if runinfo.exists(run):
+        return read_recorded_run(run, order)
     cfg = _load_yaml(run / ".hydra" / "config.yaml")
     choices = read_choices(run)
     path = run / "metrics.json"
@@ -405,6 +421,47 @@ def read_run(run: Path, order: int) -> list[Result]:
             source = f"metrics.jsonl, epoch {epoch}{_boxes(own_data)}"
             results.append(result("val", family, values, source, 1))
     return results
+
+
+def read_recorded_run(run: Path, order: int) -> list[Result]:
+    """The results of a run that has a ``run.json``: every fact from it, no guessing."""
+    try:
+        info = RunInfo.read(run)
+    except ValueError as err:
+        raise TablesError(str(err)) from err
+    loss = _loss_of(info)
+    if loss is None:
+        log.warning("%s: run.json does not say which loss trained this model: skipped", run)
+        return []
+    if info.split == "test":
+        log.info("%s: a held-out test split, in no paper table: skipped", run)
+        return []
+    setting = Setting(info.dataset, info.model, info.input_size)
+    family = "mpii" if info.dataset == "mpii" else "coco"
+    boxes = f", {info.boxes} boxes" if info.boxes else ""
+
+    def result(values: Any, source: str, rank: int) -> Result:
+        return Result(run, setting, loss, info.split, family, values, source, rank, order)
+
+    path = run / "metrics.json"
+    if info.kind == "eval":
+        if not path.is_file():
+            log.warning("%s: an evaluation without metrics.json", run)
+            return [result(None, "no metrics.json", 0)]
+        evaluation = read_metrics_json(path)
+        if evaluation.get("scored", True) is False:
+            log.warning('%s: "scored": false: not used (%s)', path, info.split)
+            return [result(None, "metrics.json, not scored", 0)] if info.split == "test-dev" else []
+        family, values = printed_values(evaluation, str(path))
+        return [result(values, f"metrics.json{boxes}", 2)]
+    jsonl = run / "metrics.jsonl"
+    record = last_validation(jsonl) if jsonl.is_file() else None
+    if record is None:
+        log.warning("%s: no validation record (metrics.json, val/* in metrics.jsonl)", run)
+        return [result(None, "no validation record", 0)]
+    metrics, epoch, line = record
+    family, values = printed_values(metrics, f"{jsonl}:{line}")
+    return [result(values, f"metrics.jsonl, epoch {epoch}{boxes}", 1)]
 
 
 def collect(runs: Sequence[Path]) -> list[Result]:

@@ -21,8 +21,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from posematch import runinfo
 from posematch.cli.common import CONFIG_PATH, resolve_device
-from posematch.cli.run_record import check_resume, write_record
+from posematch.cli.run_record import check_resume, run_info, write_record
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
 from posematch.engine.optim import OptimizerSettings
@@ -99,6 +100,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dist.barrier()
     if dist.is_main() and not kept:
         write_record(cfg, run_dir)
+    if dist.is_main() and not runinfo.exists(run_dir):  # runs from before run.json get one too
+        run_info(cfg, "train").write(run_dir)
     parts = build(cfg)
     summary = fit(
         parts["model"],
