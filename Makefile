@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lint format test test-slow bench demo clean
+.PHONY: install lint format test test-slow bench gpu-check demo clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	for b in scripts/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The GPU day's checks (scripts/gpu_check.py): a SKIP line and exit 0 without CUDA.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py --out results/gpu_check.json
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
