@@ -168,13 +168,18 @@ def test_folder_with_named_images_and_file_name_boxes(tmp_path, checkpoint):
     assert [(r["image_id"], r["file_name"]) for r in _results(out)] == [(0, "a.jpg"), (1, "b.png")]
 
 
-def test_video_in_video_out(tmp_path, checkpoint):
+def write_clip(path: Path, frames: int) -> Path:
+    """An MJPG clip of the sample image at 320x212, shifted 10 px a frame."""
     frame = cv2.resize(cv2.imread(str(IMAGE)), (320, 212))
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 212))
-    for i in range(3):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 212))
+    for i in range(frames):
         writer.write(np.roll(frame, 10 * i, axis=1))
     writer.release()
+    return path
+
+
+def test_video_in_video_out(tmp_path, checkpoint):
+    video = write_clip(tmp_path / "clip.avi", 3)
     out = tmp_path / "out"
     summary = run(_cfg(checkpoint, video, out, "test.batch_size=2"))  # batches span frames
     assert summary["images"] == 3 and summary["people"] == 3
@@ -196,12 +201,7 @@ def test_video_in_video_out(tmp_path, checkpoint):
 def test_camera_index_reads_frames_until_max_frames(tmp_path, checkpoint, monkeypatch):
     # No webcam on a CI machine: camera 0 is served by a real capture of a real video file, the
     # only stand-in; everything after cv2.VideoCapture(0) is the camera path itself.
-    frame = cv2.resize(cv2.imread(str(IMAGE)), (320, 212))
-    video = tmp_path / "webcam.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 212))
-    for i in range(5):
-        writer.write(np.roll(frame, 10 * i, axis=1))
-    writer.release()
+    video = write_clip(tmp_path / "webcam.avi", 5)
     real = cv2.VideoCapture
     opened = []
 

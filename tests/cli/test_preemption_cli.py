@@ -33,27 +33,33 @@ def _records(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _sigterm_mid_epoch(cmd: list[str], run_dir: Path, log_path: Path, delay: float) -> int:
+    """Start ``cmd``, wait for its first checkpoint (epoch 1 done, epoch 2 under way), wait
+    ``delay`` s more, send SIGTERM, and return the exit code; the output goes to ``log_path``."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "last.pth").exists():
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGTERM)
+        return proc.wait(timeout=120)
+    finally:
+        proc.kill() if proc.poll() is None else None
+        log.close()
+
+
 def test_sigterm_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
     data = tmp_path / "synthetic"
     synthetic_set(data, num_train=48)
     whole, split = tmp_path / "whole", tmp_path / "split"
     subprocess.run(_train(whole, data), env=_env(), check=True, capture_output=True, timeout=600)
 
-    log = open(tmp_path / "split.log", "w")
-    proc = subprocess.Popen(_train(split, data), env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while not (split / "last.pth").exists():  # epoch 1 is done: epoch 2 is under way
-            assert proc.poll() is None, (tmp_path / "split.log").read_text()[-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=120)
-    finally:
-        proc.kill() if proc.poll() is None else None
-        log.close()
-    assert proc.returncode == 143, (tmp_path / "split.log").read_text()[-3000:]
+    code = _sigterm_mid_epoch(_train(split, data), split, tmp_path / "split.log", 0.2)
+    assert code == 143, (tmp_path / "split.log").read_text()[-3000:]
     state = torch.load(split / "last.pth", weights_only=True)
     assert state["partial"] is not None, "the signal did not land mid-epoch"
     assert 0 < state["partial"]["batch"] < STEPS and state["epoch"] in (1, 2)
@@ -92,24 +98,9 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_equals_the_
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 
-    log = open(tmp_path / "split.log", "w")
-    proc = subprocess.Popen(
-        _torchrun(split, data), env=_env(), stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not (split / "last.pth").exists():
-            assert proc.poll() is None, (tmp_path / "split.log").read_text()[-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=120)
-    finally:
-        proc.kill() if proc.poll() is None else None
-        log.close()
+    code = _sigterm_mid_epoch(_torchrun(split, data), split, tmp_path / "split.log", 0.3)
     text = (tmp_path / "split.log").read_text()
-    assert proc.returncode != 0, text[-3000:]
+    assert code != 0, text[-3000:]
     state = torch.load(split / "last.pth", weights_only=True)
     assert state["partial"] is not None, "the signal did not land mid-epoch: " + text[-2000:]
     assert 0 < state["partial"]["batch"] < STEPS // 2

@@ -11,14 +11,12 @@ import torch
 from torch import nn
 
 from posematch.codecs.dots import DotCodec
-from posematch.data.coco import CocoKeypoints
-from posematch.data.transforms import TopDownPipeline
 from posematch.engine.diagnose import image_to_heatmap
 from posematch.engine.trainer import TrainerSettings, fit
 from posematch.evaluation.coco import CocoKeypointEvaluator
 from posematch.keypoints import COCO
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
-from tests.engine.tiny import HEATMAP, INPUT, synthetic_set
+from tests.engine.tiny import HEATMAP, INPUT, synthetic_set, synthetic_val_set
 
 DEAD = 5  # joints 0..4 all negative
 
@@ -42,9 +40,7 @@ class FixedHeatmaps(nn.Module):
 def test_validation_record_holds_the_health_of_the_non_flipped_heatmaps(tmp_path):
     root = tmp_path / "synthetic"
     train = synthetic_set(root)
-    ann = str(root / "annotations" / "person_keypoints_val2017.json")
-    val = CocoKeypoints(ann, str(root / "val2017"), TopDownPipeline(INPUT, COCO),
-                        DotCodec(INPUT, HEATMAP))  # fmt: skip
+    val, ann = synthetic_val_set(root)
     settings = TrainerSettings(epochs=1, batch_size=4, num_workers=0, max_steps_per_epoch=1,
                                log_every=1)  # fmt: skip
     run = tmp_path / "run"

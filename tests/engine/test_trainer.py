@@ -230,18 +230,14 @@ def test_grad_clip_bounds_the_update_norm(tmp_path):
 
 def test_best_pth_holds_the_weights_of_the_epoch_with_the_best_monitored_metric(tmp_path):
     from posematch.codecs.dots import DotCodec
-    from posematch.data.coco import CocoKeypoints
-    from posematch.data.transforms import TopDownPipeline
     from posematch.engine.evaluate import evaluate
     from posematch.evaluation.coco import CocoKeypointEvaluator
     from posematch.keypoints import COCO
-    from tests.engine.tiny import HEATMAP, INPUT
+    from tests.engine.tiny import HEATMAP, INPUT, synthetic_val_set
 
     root = tmp_path / "synthetic"
     data = synthetic_set(root)
-    ann = str(root / "annotations" / "person_keypoints_val2017.json")
-    val = CocoKeypoints(ann, str(root / "val2017"), TopDownPipeline(INPUT, COCO),
-                        DotCodec(INPUT, HEATMAP))  # fmt: skip
+    val, ann = synthetic_val_set(root)
     run = tmp_path / "run"
     # The monitor is any validation number, higher is better: here dead_share (the share of
     # joints whose heatmap has no positive mass), which peaks at epoch 2 of 4 in this run, so the

@@ -31,3 +31,11 @@ def synthetic_set(root: Path, num_train: int = 12) -> CocoKeypoints:
         generate(str(root), num_train, 2, seed=0, workers=1)
     pipe = TopDownPipeline(INPUT, COCO, train=True)
     return CocoKeypoints(str(ann), str(root / "train2017"), pipe, DotCodec(INPUT, HEATMAP))
+
+
+def synthetic_val_set(root: Path) -> tuple[CocoKeypoints, str]:
+    """The validation split written beside ``synthetic_set(root)`` (call that first), as the
+    evaluation pipeline reads it, and its annotation file (for the evaluator)."""
+    ann = str(root / "annotations" / "person_keypoints_val2017.json")
+    pipe = TopDownPipeline(INPUT, COCO)
+    return CocoKeypoints(ann, str(root / "val2017"), pipe, DotCodec(INPUT, HEATMAP)), ann
