@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23.2"
-	$(PY) -m pip install -e ".[dev,export]"
+	$(PY) -m pip install -e ".[dev,export,fast]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from posematch.types import Codec
+
 
 class DecodingModel(nn.Module):
     """A pose model followed by its codec's decoder: images -> (keypoints input px, scores)."""
 
-    def __init__(self, model: nn.Module, codec: Any) -> None:
+    def __init__(self, model: nn.Module, codec: Codec) -> None:
         super().__init__()
         self.model = model
         self.codec = codec
@@ -41,7 +42,7 @@ def export_onnx(
     model: nn.Module,
     path: str | Path,
     input_size: tuple[int, int],
-    codec: Any = None,
+    codec: Codec | None = None,
     opset: int = 18,
 ) -> Path:
     """Write ``model`` (with ``codec``'s decoder when given) to ``path`` as ONNX, dynamic batch.
@@ -111,7 +112,7 @@ def _margins(heatmaps: torch.Tensor, window: bool) -> torch.Tensor:
 
 
 def check_onnx(
-    path: str | Path, model: nn.Module, images: torch.Tensor, codec: Any = None
+    path: str | Path, model: nn.Module, images: torch.Tensor, codec: Codec | None = None
 ) -> OnnxCheck:
     """Run ``path`` in onnxruntime (CPU) and ``model`` (+ ``codec``) in PyTorch on ``images``."""
     import onnxruntime as ort

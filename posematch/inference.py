@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from posematch.codecs.decoders import decode_window
+from posematch.types import Codec
 
 
 def flip_back(heatmaps: torch.Tensor, flip_perm: Sequence[int], shift: bool = True) -> torch.Tensor:
@@ -85,7 +86,7 @@ def heatmap_mass_shares(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def decode_to_image(
-    heatmaps: torch.Tensor, inverse: torch.Tensor, codec: Any
+    heatmaps: torch.Tensor, inverse: torch.Tensor, codec: Codec
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decoded heatmaps in image pixels: keypoints (B, K, 2) float64, scores (B, K) float32 (on the
     heatmaps' device). ``inverse``: (B, 2, 3) input-crop -> image matrices."""
@@ -105,7 +106,7 @@ def predict(
     model: nn.Module,
     images: torch.Tensor,
     inverse: torch.Tensor,
-    codec: Any,
+    codec: Codec,
     flip_perm: Sequence[int] | None = None,
     shift: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +114,7 @@ def predict(
 
     Args:
         model: images (B, 3, H, W) -> heatmaps (B, K, h, w).
-        images: normalised crops, on the model's device.
+        images: the pipeline's uint8-valued crops (0-255; the model normalises), on its device.
         inverse: (B, 2, 3) input-crop -> image matrices (``meta["inverse"]`` of the dataset).
         codec: has ``decode(heatmaps) -> DecodedKeypoints`` and ``geometry.to_input``.
         flip_perm: enable the flip test with this joint permutation.
@@ -130,7 +131,7 @@ def predict(
 def predict_loader(
     model: nn.Module,
     loader: Iterable[dict[str, Any]],
-    codec: Any,
+    codec: Codec,
     device: torch.device | str = "cpu",
     flip_perm: Sequence[int] | None = None,
     shift: bool = True,

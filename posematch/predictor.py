@@ -37,6 +37,7 @@ from posematch.engine import checkpoint
 from posematch.engine.checks import check_geometry
 from posematch.inference import predict
 from posematch.models.checkpoints import load_checkpoint
+from posematch.types import Codec
 
 # conf/ sits beside the package in the source tree (editable install).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -165,7 +166,7 @@ class Predictor:
     def __init__(
         self,
         model: torch.nn.Module,
-        codec: Any,
+        codec: Codec,
         pipeline: Any,
         flip_perm: Sequence[int] | None = None,
         shift: bool = True,

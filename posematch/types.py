@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -78,3 +78,49 @@ class Loss(Protocol):
     def with_stats(
         self, heatmaps: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> LossOutput: ...
+
+
+class Geometry(Protocol):
+    """A codec's map between input-crop pixels and heatmap pixels (``posematch.codecs.geometry``).
+
+    input_size, heatmap_size: (width, height) pixels; udp: the UDP convention instead of x / stride.
+    """
+
+    input_size: tuple[int, int]
+    heatmap_size: tuple[int, int]
+    udp: bool
+
+    def to_heatmap(self, keypoints: torch.Tensor) -> torch.Tensor: ...
+
+    def to_input(self, keypoints: torch.Tensor) -> torch.Tensor: ...
+
+
+class Codec(Protocol):
+    """Keypoints <-> heatmap targets and back (``DotCodec``, ``GaussianHeatmapCodec``).
+
+    ``encode`` takes (..., K, 2) input-crop pixels and (..., K) visibility and returns the targets
+    its loss consumes (``target_kind``: ``"dots"`` -> ``DotTargets``, ``"heatmaps"`` ->
+    ``HeatmapTargets``); ``decode`` reads (B, K, h, w) heatmaps into heatmap-pixel keypoints.
+    """
+
+    target_kind: str
+    geometry: Geometry
+
+    def encode(self, keypoints: Any, visible: Any) -> DotTargets | HeatmapTargets: ...
+
+    def decode(self, heatmaps: torch.Tensor) -> DecodedKeypoints: ...
+
+
+class Evaluator(Protocol):
+    """A metric behind reset / process / evaluate (COCO keypoints, MPII PCKh).
+
+    ``process_predictions`` takes the arrays ``posematch.engine.evaluate`` gathers over a dataset
+    (index, image_id, keypoints (N, K, 2) image px, scores (N, K), score, area, valid (N,));
+    ``evaluate`` returns the metrics (fractions for COCO, percent for MPII) and ``scored``.
+    """
+
+    def reset(self) -> None: ...
+
+    def process_predictions(self, predictions: dict[str, Any]) -> None: ...
+
+    def evaluate(self) -> dict[str, float | bool]: ...

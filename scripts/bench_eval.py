@@ -7,7 +7,9 @@ jittered keypoints, random keypoint and box scores). Timed in one run:
   (a) full path: ``CocoKeypointEvaluator.process`` in batches of 256, then ``evaluate()``:
       rescoring, OKS-NMS per image, results list, results file, COCOeval (each step timed);
   (b) bare pycocotools on the same final results: ``json.load`` of the results file, ``loadRes``,
-      ``evaluate/accumulate/summarize`` (what scoring that file costs without posematch).
+      ``evaluate/accumulate/summarize`` (what scoring that file costs without posematch);
+  (c) the optional ``faster_coco_eval`` backend on the same results: its time, and whether its 10
+      stats equal pycocotools' (skipped with a line when the package is not installed).
 Target (issue 5): the posematch steps before COCOeval (batch intake, rescoring, OKS-NMS) take at
 most 20% of (b). Serialising the official results file is reported beside it (list + json write in
 (a); (b) pays the mirror cost, reading that file), and so is the whole-path ratio (a) / (b).
@@ -162,6 +164,13 @@ def main() -> None:
         bare_stats = coco_keypoint_stats(gt, results)
         bare = clock() - t0
         wall_b = time.perf_counter() - w0
+        # (c) the optional faster-coco-eval backend on the same results (the fast extra).
+        try:
+            t0 = clock()
+            fast_stats = coco_keypoint_stats(gt, results, backend="faster_coco_eval")
+            fast = clock() - t0
+        except ImportError:
+            fast_stats, fast = None, None
 
     before = steps["process"] + steps["other"] + steps["rescore"] + steps["oks_nms_per_image"]
     same = all(stats[k] == v for k, v in bare_stats.items())
@@ -192,6 +201,14 @@ def main() -> None:
           f"{100 * file_io / bare:.1f}% of bare (bare reads the same file in {t_load:.3f} s)")  # fmt: skip
     print(f"whole path / bare = {full / bare:.3f}   (CPU seconds of this process; wall time of the "
           f"two timed parts: {wall_a:.3f} s and {wall_b:.3f} s)")  # fmt: skip
+    if fast_stats is None:
+        print("faster-coco-eval: not installed (pip install 'posematch[fast]'): not measured")
+    else:
+        equal = all(abs(fast_stats[k] - v) <= 1e-12 for k, v in bare_stats.items())
+        scoring = bare - t_load
+        print(f"faster-coco-eval backend: loadRes + evaluate/accumulate/summarize {fast:.3f} s "
+              f"against pycocotools' {scoring:.3f} s ({scoring / fast:.1f}x faster); the same "
+              f"10 stats (within 1e-12): {equal}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ The forward runs on the meta device: shapes only, no memory, no arithmetic.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
+
+from posematch.models.stats import count_params, gflops
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 SIZES = ((256, 192), (384, 288))  # (height, width) of the input crops
@@ -46,45 +47,6 @@ def build_on_meta(path: Path) -> nn.Module:
     """Instantiate a model yaml on the meta device (no memory, no weight initialisation cost)."""
     with torch.device("meta"):
         return instantiate(OmegaConf.load(path))
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (BN running statistics excluded, as the published counts)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model: nn.Module, height: int, width: int, true_macs: bool = False) -> int:
-    """Multiply-accumulates of the conv and linear layers for one (1, 3, height, width) image.
-
-    Official convention by default (see module docstring); ``true_macs`` counts transposed convs by
-    their input pixels. Runs the forward on the device of the model's parameters.
-    """
-    total = 0
-
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Linear):
-            total += output.numel() * module.in_features
-        elif true_macs and isinstance(module, nn.ConvTranspose2d | nn.ConvTranspose1d):
-            total += module.weight.numel() * math.prod(inputs[0].shape[2:])
-        else:
-            total += module.weight.numel() * math.prod(output.shape[2:])
-
-    convs = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, convs)]
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, height, width, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    return total
-
-
-def gflops(model: nn.Module, height: int, width: int, true_macs: bool = False) -> float:
-    """GFLOPs (= GMACs) as published: G = 2**30 (official counter), or 1e9 with ``true_macs``."""
-    return count_macs(model, height, width, true_macs) / (1e9 if true_macs else 2**30)
 
 
 def _cell(value: float, published: float | None) -> str:

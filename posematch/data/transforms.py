@@ -94,7 +94,7 @@ def half_body_box(
 
 
 class TopDownPipeline:
-    """Crop, augment and normalise one person instance.
+    """Crop and augment one person instance; the crop stays uint8 (``TopDownModel`` normalises).
 
     Args:
         input_size: (width, height) of the network input in pixels.

@@ -38,6 +38,7 @@ from posematch.evaluation.diagnosis import (
 )
 from posematch.inference import decode_to_image, forward_heatmaps, heatmap_mass_shares
 from posematch.keypoints import KeypointSpec
+from posematch.types import Codec
 
 
 def image_to_heatmap(inverse: torch.Tensor, heatmap_per_input: tuple[float, float]) -> torch.Tensor:
@@ -52,7 +53,7 @@ def image_to_heatmap(inverse: torch.Tensor, heatmap_per_input: tuple[float, floa
 def collect(
     model: nn.Module,
     dataset: Dataset,
-    codec: Any,
+    codec: Codec,
     flip_perm: list[int],
     device: torch.device,
     batch_size: int = 32,
@@ -98,7 +99,7 @@ def collect(
 def diagnose(
     model: nn.Module,
     dataset: Dataset,
-    codec: Any,
+    codec: Codec,
     evaluator: CocoKeypointEvaluator,
     spec: KeypointSpec,
     device: torch.device,

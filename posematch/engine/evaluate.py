@@ -22,6 +22,7 @@ from posematch.engine import dist
 from posematch.engine.workers import ignore_stop_signals
 from posematch.evaluation.diagnosis import heatmap_health as health_summary
 from posematch.inference import predict_loader
+from posematch.types import Codec, Evaluator
 
 _FIELDS = (
     "index", "image_id", "keypoints", "scores", "score", "area", "top_mass", "window_mass", "valid",
@@ -40,7 +41,7 @@ def _numpy(batch: dict[str, Any]) -> dict[str, np.ndarray]:
 def collect_predictions(
     model: nn.Module,
     dataset: Dataset,
-    codec: Any,
+    codec: Codec,
     device: torch.device,
     batch_size: int = 32,
     num_workers: int = 0,
@@ -76,8 +77,8 @@ def collect_predictions(
 def evaluate(
     model: nn.Module,
     dataset: Dataset,
-    codec: Any,
-    evaluator: Any,
+    codec: Codec,
+    evaluator: Evaluator,
     device: torch.device,
     batch_size: int = 32,
     num_workers: int = 0,

@@ -44,7 +44,7 @@ from posematch.engine.evaluate import evaluate
 from posematch.engine.logging import RunLogger
 from posematch.engine.optim import OptimizerSettings
 from posematch.engine.workers import ignore_stop_signals
-from posematch.types import Loss
+from posematch.types import Codec, Evaluator, Loss
 
 log = logging.getLogger("posematch.train")
 
@@ -333,8 +333,8 @@ def fit(
     device: torch.device,
     scheduler_fn: Callable[..., Any] | None = None,
     val_set: Dataset | None = None,
-    codec: Any = None,
-    evaluator: Any = None,
+    codec: Codec | None = None,
+    evaluator: Evaluator | None = None,
     flip_perm: Sequence[int] | None = None,
     resume: str | None = None,
     describe: dict[str, Any] | None = None,

@@ -44,7 +44,7 @@ def paper_row(metrics: Mapping[str, float | bool]) -> tuple[list[str], list[str]
 
 
 def markdown_row(metrics: Mapping[str, float | bool]) -> str:
-    """A two-line Markdown table (header, separator, values)."""
+    """A three-line Markdown table: header, separator, values."""
     header, values = paper_row(metrics)
     return "\n".join(
         [

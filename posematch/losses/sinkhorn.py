@@ -114,7 +114,7 @@ def sinkhorn_scalings(
     b: torch.Tensor,
     max_iters: int,
     tol: float,
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Run Sinkhorn on a batch of problems with supplier-stabilised kernels.
 
     Args:

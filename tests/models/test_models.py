@@ -3,7 +3,6 @@ and the official weight initialisation."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from posematch.models import stats
 from posematch.models.backbones.hrformer import HRFormer
 from posematch.models.backbones.hrnet import HRNet
 from posematch.models.backbones.resnet import ResNet
@@ -25,16 +25,10 @@ SIZES = [(256, 192), (384, 288)]  # (height, width)
 CPU_FORWARD_MAX_GFLOPS = 2.0  # shapes on the meta device for all; also a CPU forward below this
 
 
-def _load_model_stats():
-    spec = importlib.util.spec_from_file_location(
-        "model_stats", REPO / "scripts" / "model_stats.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def build_on_meta(path: Path) -> nn.Module:
+    with torch.device("meta"):
+        return instantiate(OmegaConf.load(path))
 
-
-model_stats = _load_model_stats()
 
 # Independent truths: HRNet README (SimpleBaseline, HRNet; GFLOPs by the official counter) and the
 # HRFormer paper. (params in M, GFLOPs at 256x192, GFLOPs at 384x288); None: not published.
@@ -72,7 +66,7 @@ def test_config_instantiates_and_gives_heatmaps_at_stride_4(path):
         with torch.no_grad():
             out = meta_model.eval()(torch.randn(2, 3, h, w, device="meta"))
         assert out.shape == (2, k, h // 4, w // 4), path.stem
-    if model_stats.gflops(meta_model, *SIZES[0]) < CPU_FORWARD_MAX_GFLOPS:
+    if stats.gflops(meta_model, *SIZES[0]) < CPU_FORWARD_MAX_GFLOPS:
         # Real numbers for the small models, at the smaller size (CPU time budget of the suite).
         with torch.no_grad():
             out = instantiate(cfg).eval()(torch.randn(1, 3, *SIZES[0]))
@@ -96,16 +90,16 @@ def test_parameter_count_within_1_percent_of_published(name):
     path = REPO / "conf" / "model" / f"{name}.yaml"
     if not path.exists():
         pytest.skip(f"{path.name} not written yet")
-    params = model_stats.count_params(model_stats.build_on_meta(path)) / 1e6
+    params = stats.count_params(build_on_meta(path)) / 1e6
     assert params == pytest.approx(PUBLISHED[name][0], rel=0.01)
 
 
 @pytest.mark.parametrize("name", sorted(k for k, v in PUBLISHED.items() if v[1]), ids=str)
 def test_gflops_within_3_percent_of_published(name):
-    model = model_stats.build_on_meta(REPO / "conf" / "model" / f"{name}.yaml")
+    model = build_on_meta(REPO / "conf" / "model" / f"{name}.yaml")
     for (h, w), published in zip(SIZES, PUBLISHED[name][1:], strict=True):
         if published is not None:
-            assert model_stats.gflops(model, h, w) == pytest.approx(published, rel=0.03), (h, w)
+            assert stats.gflops(model, h, w) == pytest.approx(published, rel=0.03), (h, w)
 
 
 def test_flop_counter_on_a_hand_counted_network():
@@ -115,9 +109,9 @@ def test_flop_counter_on_a_hand_counted_network():
         nn.Flatten(),
         nn.Linear(4 * 8 * 6, 10),  # 192 * 10 = 1920
     )
-    assert model_stats.count_macs(net, 8, 6) == 2592 + 24576 + 1920
+    assert stats.count_macs(net, 8, 6) == 2592 + 24576 + 1920
     # True MACs of the transposed conv use its input pixels (4*3): 8*4*16*12 = 6144.
-    assert model_stats.count_macs(net, 8, 6, true_macs=True) == 2592 + 6144 + 1920
+    assert stats.count_macs(net, 8, 6, true_macs=True) == 2592 + 6144 + 1920
 
 
 def test_hrnet_last_stage_keeps_only_the_highest_resolution_and_every_parameter_learns():
