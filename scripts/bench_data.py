@@ -43,7 +43,7 @@ def synthetic(pipeline: TopDownPipeline, codec) -> TopDownDataset:
     root = REPO / "data" / "synthetic"
     ann = root / "annotations" / "person_keypoints_train2017.json"
     if not ann.exists():
-        from posematch.data.synthetic import generate
+        from posematch.synthetic import generate
 
         print(f"generating {root} (300 train, 50 val images)")
         generate(str(root), 300, 50, seed=0)

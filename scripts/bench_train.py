@@ -28,9 +28,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from posematch.data.synthetic import generate
 from posematch.engine.optim import OptimizerSettings
 from posematch.engine.trainer import train_loader
+from posematch.synthetic import generate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PHASES = ("data", "forward", "loss", "backward", "optimizer")

@@ -2,7 +2,7 @@
 
     python scripts/demo.py [--data data/synthetic] [--runs runs/demo] [--out results] [overrides ...]
 
-1. Writes the synthetic COCO-format dataset (``posematch.data.synthetic``: train, val and the
+1. Writes the synthetic COCO-format dataset (``posematch.synthetic``: train, val and the
    held-out test split, each its own draw) when it is missing.
 2. Trains the same small model twice with ``posematch-train`` -- ``experiment=demo/synthetic_sinkhorn``
    (the matching loss, the recipe that ``scripts/study.py`` selected) and
@@ -60,7 +60,7 @@ def ensure_data(root: Path, num_train: int, num_val: int, num_test: int) -> None
     if found:
         print(f"[demo] {root} holds {found}, not {wanted}: writing it again", flush=True)
     print(f"[demo] writing the synthetic dataset to {root} ...", flush=True)
-    from posematch.data.synthetic import generate
+    from posematch.synthetic import generate
 
     start = time.perf_counter()
     generate(str(root), num_train, num_val, seed=0, num_test=num_test)

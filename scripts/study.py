@@ -444,7 +444,7 @@ def main() -> int:
         )
         if missing:  # deterministic: the splits already there are rewritten byte for byte
             sys.path.insert(0, str(REPO))
-            from posematch.data.synthetic import generate
+            from posematch.synthetic import generate
 
             generate(str(args.data), 1500, 300, seed=0, num_test=300, num_pretrain=pretrain)
         for stage in stages:

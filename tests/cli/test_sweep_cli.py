@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from omegaconf import OmegaConf
 
-from posematch.data.synthetic import generate
+from posematch.synthetic import generate
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

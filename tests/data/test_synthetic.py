@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posematch import keypoints as kps
-from posematch.data.synthetic import generate, main, synthesize
+from posematch.synthetic import generate, synthesize
 
 SPLITS = ("train2017", "val2017")
 
@@ -107,7 +109,12 @@ def test_same_seed_identical_bytes_other_seed_differs(tmp_path: Path):
 
 
 def test_cli_writes_the_layout(tmp_path: Path):
-    main(["--out", str(tmp_path / "cli"), "--train", "2", "--val", "1", "--seed", "3"])
+    # The documented command, as a user types it (python -m posematch.synthetic).
+    cmd = [sys.executable, "-m", "posematch.synthetic", "--out", str(tmp_path / "cli"),
+           "--train", "2", "--val", "1", "--seed", "3", "--workers", "1"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "wrote 2 train + 1 val" in done.stdout
     generate(tmp_path / "api", 2, 1, seed=3, workers=1)
     for split in SPLITS:
         cli_bytes = ann_file(tmp_path / "cli", split).read_bytes()

@@ -9,10 +9,10 @@ from torch import nn
 
 from posematch.codecs.dots import DotCodec
 from posematch.data.coco import CocoKeypoints
-from posematch.data.synthetic import generate
 from posematch.data.transforms import TopDownPipeline
 from posematch.keypoints import COCO
 from posematch.models.pose_model import TopDownModel
+from posematch.synthetic import generate
 
 INPUT, HEATMAP = (32, 48), (8, 12)
 

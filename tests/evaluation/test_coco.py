@@ -219,7 +219,7 @@ def test_faster_coco_eval_backend_gives_the_stats_of_pycocotools(tmp_path, sourc
     if source == "coco_sample":
         ann = ANN
     else:
-        from posematch.data.synthetic import generate
+        from posematch.synthetic import generate
 
         generate(str(tmp_path / "s"), 2, 60, seed=3, workers=1)
         ann = str(tmp_path / "s" / "annotations" / "person_keypoints_val2017.json")

@@ -19,7 +19,7 @@ from matplotlib import image as mpimg
 from omegaconf import OmegaConf
 
 from posematch.codecs.geometry import HeatmapGeometry
-from posematch.data.synthetic import generate
+from posematch.synthetic import generate
 from tests.conftest import REPO
 
 PYTHON = sys.executable
