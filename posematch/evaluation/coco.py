@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -111,27 +112,29 @@ def coco_keypoint_stats(
     ``"faster_coco_eval"`` (the same protocol in C++, the ``fast`` extra; its 10 stats equal
     pycocotools' on the same results, which a test checks).
     """
-    if backend == "faster_coco_eval":
-        return _faster_coco_eval_stats(gt, results, sigmas)
-    if backend != "pycocotools":
+    if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: expected one of {BACKENDS}")
     with contextlib.redirect_stdout(io.StringIO()) as out:
+        if backend == "faster_coco_eval":
+            faster_coco, faster_eval = _faster_coco_eval()
+            gt = faster_coco(gt.dataset)
+            make_eval = partial(faster_eval, print_function=print)
+        else:
+            make_eval = COCOeval
         # loadRes adds area / bbox / id to each dict: hand it copies.
         dt = gt.loadRes([dict(r) for r in results])
-        coco_eval = COCOeval(gt, dt, "keypoints")
+        coco_eval = make_eval(gt, dt, "keypoints")
         if sigmas is not None:
             coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
-    log.info("COCOeval keypoints:\n%s", out.getvalue())
+    log.info("COCOeval keypoints (%s):\n%s", backend, out.getvalue())
     return {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats, strict=True)}
 
 
-def _faster_coco_eval_stats(
-    gt: COCO, results: list[dict[str, Any]], sigmas: Sequence[float] | None
-) -> dict[str, float]:
-    """The 10 keypoint stats by faster-coco-eval, from the same ground truth and results."""
+def _faster_coco_eval() -> tuple[Any, Any]:
+    """faster-coco-eval's COCO and COCOeval classes; ImportError saying how to install them."""
     try:
         from faster_coco_eval import COCO as FasterCOCO
         from faster_coco_eval import COCOeval_faster
@@ -140,17 +143,7 @@ def _faster_coco_eval_stats(
             "backend=faster_coco_eval needs the faster-coco-eval package: pip install "
             "'posematch[fast]' (make install does), or use backend=pycocotools"
         ) from err
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        fast_gt = FasterCOCO(gt.dataset)
-        dt = fast_gt.loadRes([dict(r) for r in results])
-        coco_eval = COCOeval_faster(fast_gt, dt, "keypoints", print_function=print)
-        if sigmas is not None:
-            coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    log.info("faster-coco-eval keypoints:\n%s", out.getvalue())
-    return {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats, strict=True)}
+    return FasterCOCO, COCOeval_faster
 
 
 def load_ground_truth(ann_file: str) -> COCO:
