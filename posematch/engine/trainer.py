@@ -228,7 +228,9 @@ def train_one_epoch(
     start = 0
     steps = len(loader.sampler.sampler) // settings.batch_size  # drop_last; whole epoch
     if partial is not None:
-        start, stats_sum = partial["batch"], dict(partial["stats_sum"])
+        start, stats_sum = partial["batch"], dict(partial.get("stats_sum") or {})
+        if "iters_sum" in partial:  # a mid-epoch checkpoint written before stats_sum existed
+            stats_sum["sinkhorn_iters"] = float(partial["iters_sum"])
         # The saved total is summed over ranks (below); one rank carries it so that the epoch's
         # all-reduce counts it once.
         if dist.is_main():

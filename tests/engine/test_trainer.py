@@ -265,3 +265,23 @@ def test_best_pth_holds_the_weights_of_the_epoch_with_the_best_monitored_metric(
     last = torch.load(tmp_path / "four" / "last.pth", weights_only=True)["model"]
     assert all(torch.equal(v, second[k]) for k, v in best.items())
     assert not all(torch.equal(v, last[k]) for k, v in best.items())
+
+
+def test_a_mid_epoch_checkpoint_of_the_older_format_resumes(tmp_path):
+    # Mid-epoch checkpoints written before the loss statistics became a dict carried the Sinkhorn
+    # iterations as "iters_sum": they resume, and the carried sum still counts in the epoch mean.
+    data = synthetic_set(tmp_path / "synthetic")
+    _fit(tmp_path / "run", data, epochs=1)
+    path = tmp_path / "run" / "last.pth"
+    state = torch.load(path, weights_only=True)
+    state["epoch"] = 0  # epoch 1 stopped after its first step, as an older posematch saved it
+    state["partial"] = {"batch": 1, "total": torch.tensor([1.0, 1.0], dtype=torch.float64),
+                        "iters_sum": 3000}  # fmt: skip
+    torch.save(state, path)
+    (tmp_path / "run" / "metrics.jsonl").unlink()
+    _fit(tmp_path / "run", data, epochs=1, resume="auto")
+    (record,) = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    steps = len(data) // 4  # the epoch's mean: (3000 + the other steps' few iterations) / steps
+    assert 3000 < record["sinkhorn_iters"] * steps < 3000 + 100 * steps
