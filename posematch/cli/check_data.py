@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from posematch.cli.common import CONFIG_PATH
+from posematch.models.pose_model import pretrained_file
 
 # Where each file of the published set-up comes from, by file or folder name.
 SOURCES = {
@@ -88,9 +89,9 @@ def needed(cfg: DictConfig) -> list[Needed]:
             if any(n.path == path for n in out):
                 continue
             out.append(Needed(f"data.{part}.{key}", path, key == "image_dir"))
-    pretrained = cfg.model.get("pretrained")
-    if pretrained and str(pretrained).strip().lower() != "none":
-        out.append(Needed("model.pretrained", Path(str(cfg.model.pretrained)), False))
+    pretrained = pretrained_file(cfg.model.get("pretrained"))
+    if pretrained is not None:
+        out.append(Needed("model.pretrained", Path(pretrained), False))
     return out
 
 

@@ -11,6 +11,14 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 255 x (0.485, 0.456, 0.406)
 IMAGENET_STD = (58.395, 57.12, 57.375)  # 255 x (0.229, 0.224, 0.225)
 
 
+def pretrained_file(value: object) -> str | None:
+    """The ImageNet file a ``model.pretrained`` value names: None for null, ``""`` and ``"none"``
+    (any case: ``model.pretrained=none`` on the command line trains from scratch)."""
+    if value is None or str(value).strip().lower() in ("none", ""):
+        return None
+    return str(value)
+
+
 class TopDownModel(nn.Module):
     """Images (B, 3, H, W) in pixel units -> heatmaps (B, K, H/4, W/4), raw (no activation).
 
@@ -47,8 +55,7 @@ class TopDownModel(nn.Module):
         # Not persistent: checkpoints (ours and the official ones) hold only learned weights.
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("inv_std", 1.0 / torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        if pretrained is not None and str(pretrained).strip().lower() in ("none", ""):
-            pretrained = None
+        pretrained = pretrained_file(pretrained)
         if pretrained:
             load_pretrained_backbone(
                 backbone, pretrained, keep_prefixes=getattr(backbone, "pretrained_layers", None)
