@@ -34,13 +34,14 @@ from posematch.predictor import trained_config
 log = logging.getLogger("posematch.eval")
 
 
-def adopt_trained_config(cfg: DictConfig) -> bool:
+def adopt_trained_config(cfg: DictConfig) -> DictConfig | None:
     """Take the model, codec and input sizes from what the checkpoint says it is: its run folder's
     saved config, else the config a posematch checkpoint carries; the data to score (split, boxes,
-    paths) stays the command's. Nothing changes for other files (official weights)."""
+    paths) stays the command's. Nothing changes for other files (official weights). Returns the
+    config adopted from (None when the checkpoint says nothing)."""
     source, where = trained_config(cfg.checkpoint, trust=bool(cfg.get("trust_config", False)))
     if source is None:
-        return False
+        return None
     log.info("model, codec and input sizes from %s", where)
     with open_dict(cfg):
         cfg.model = copy.deepcopy(source.model)
@@ -50,14 +51,14 @@ def adopt_trained_config(cfg: DictConfig) -> bool:
         for key in ("input_size", "heatmap_size", "num_keypoints"):
             if key in source.data:
                 cfg.data[key] = source.data[key]
-    return True
+    return source
 
 
-def trained_facts(cfg: DictConfig, adopted: bool) -> tuple[Any, str | None]:
+def trained_facts(cfg: DictConfig, adopted: DictConfig | None) -> tuple[Any, str | None]:
     """What trained the checkpoint: its loss config and its model config's name, from its run
-    folder's ``run.json``, else its saved config (the name then from the model's backbone class),
-    else the composed config when an experiment was named; ``(None, None)``-like parts stay
-    unknown (official weights: ``run.json`` says so)."""
+    folder's ``run.json``, else the config ``adopt_trained_config`` took (the name then from the
+    model's backbone class), else the composed config when an experiment was named; parts that
+    none of these says stay None (official weights: ``run.json`` says so)."""
     folder = Path(cfg.checkpoint).parent
     if runinfo.exists(folder):
         info = runinfo.RunInfo.read(folder)
@@ -66,10 +67,9 @@ def trained_facts(cfg: DictConfig, adopted: bool) -> tuple[Any, str | None]:
             {"_target_": loss["target"], **{k: v for k, v in loss.items()
                                             if k not in ("kind", "target")}})  # fmt: skip
         return loss_cfg, info.model
-    name = None if not adopted else model_name(OmegaConf.create({"model": cfg.model}), False)
-    saved, _ = trained_config(cfg.checkpoint, trust=bool(cfg.get("trust_config", False)))
-    if saved is not None and saved.get("loss") is not None:
-        return saved.loss, name
+    name = None if adopted is None else model_name(OmegaConf.create({"model": cfg.model}), False)
+    if adopted is not None and adopted.get("loss") is not None:
+        return adopted.loss, name
     from hydra.core.hydra_config import HydraConfig
 
     named = HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("experiment")
