@@ -38,7 +38,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from posematch.data.topdown import TopDownDataset
-from posematch.data.transforms import TopDownPipeline
 from posematch.engine import checkpoint, dist
 from posematch.engine.evaluate import evaluate
 from posematch.engine.logging import RunLogger
@@ -400,13 +399,14 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         wrapped = DistributedDataParallel(model, device_ids=ids)
     loader = train_loader(train_set, settings, device)
-    pipeline = getattr(train_set, "pipeline", None)  # a TopDownDataset's; absent for others
+    # Joint names and channel order label the heatmap panel; other datasets get plain labels.
+    pipeline = train_set.pipeline if isinstance(train_set, TopDownDataset) else None
     logger = RunLogger(
         run_dir,
         enabled=dist.is_main(),
         log_every=settings.log_every,
-        joint_names=pipeline.spec.names if isinstance(pipeline, TopDownPipeline) else None,
-        rgb=not isinstance(pipeline, TopDownPipeline) or pipeline.color == "rgb",
+        joint_names=pipeline.spec.names if pipeline is not None else None,
+        rgb=pipeline is None or pipeline.color == "rgb",
     )
     # A run killed after logging an epoch but before its checkpoint redoes that epoch: one line each.
     logger.keep_epochs(start_epoch)
