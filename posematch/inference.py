@@ -16,13 +16,12 @@ for a dead heatmap (no positive value), so a dying matching-loss run shows durin
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from posematch.codecs.decoders import decode_window
-from posematch.types import Codec
+from posematch.types import Batch, Codec, Predictions
 
 
 def flip_back(heatmaps: torch.Tensor, flip_perm: Sequence[int], shift: bool = True) -> torch.Tensor:
@@ -115,7 +114,7 @@ def predict(
     Args:
         model: images (B, 3, H, W) -> heatmaps (B, K, h, w).
         images: the pipeline's uint8-valued crops (0-255; the model normalises), on its device.
-        inverse: (B, 2, 3) input-crop -> image matrices (``meta["inverse"]`` of the dataset).
+        inverse: (B, 2, 3) input-crop -> image matrices (``Batch.inverse``).
         codec: has ``decode(heatmaps) -> DecodedKeypoints`` and ``geometry.to_input``.
         flip_perm: enable the flip test with this joint permutation.
         shift: the official 1 px shift of the flipped heatmaps.
@@ -130,36 +129,29 @@ def predict(
 
 def predict_loader(
     model: nn.Module,
-    loader: Iterable[dict[str, Any]],
+    loader: Iterable[Batch],
     codec: Codec,
     device: torch.device | str = "cpu",
     flip_perm: Sequence[int] | None = None,
     shift: bool = True,
-) -> Iterator[dict[str, Any]]:
-    """Predictions batch by batch for a loader of dataset samples (``posematch.data`` layout).
-
-    Yields dicts with ``keypoints`` (B, K, 2) image px, ``scores`` (B, K), ``top_mass`` and
-    ``window_mass`` (B, K) (``heatmap_mass_shares`` of the non-flipped heatmaps, NaN when dead), and
-    from the meta: ``image_id``, ``score`` (box score), ``area``, ``center``, ``scale``, ``index``
-    (dataset index), ``valid`` (False where the dataset skipped an unreadable image).
-    """
+) -> Iterator[Predictions]:
+    """``Predictions`` batch by batch for a loader of dataset samples (``collate_fn=Batch.collate``):
+    keypoints in image px, their scores, the box facts of each sample, and ``top_mass`` /
+    ``window_mass`` of the non-flipped heatmaps (``heatmap_mass_shares``, NaN when dead)."""
     model.eval()
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
-        meta = batch["meta"]
+        images = batch.image.to(device, non_blocking=True)
         plain, heatmaps = forward_heatmaps(model, images, flip_perm, shift)
-        keypoints, scores = decode_to_image(heatmaps, meta["inverse"], codec)
+        keypoints, scores = decode_to_image(heatmaps, batch.inverse, codec)
         top, window = heatmap_mass_shares(plain)
-        yield {
-            "keypoints": keypoints.cpu(),
-            "scores": scores.cpu(),
-            "top_mass": top.cpu(),
-            "window_mass": window.cpu(),
-            "image_id": meta["image_id"],
-            "score": meta["score"],
-            "area": meta["area"],
-            "center": meta["center"],
-            "scale": meta["scale"],
-            "index": meta["index"],
-            "valid": meta.get("valid", torch.ones(len(images), dtype=torch.bool)),
-        }
+        yield Predictions(
+            index=batch.index.numpy(),
+            image_id=batch.image_id.numpy(),
+            keypoints=keypoints.cpu().numpy(),
+            keypoint_scores=scores.cpu().numpy(),
+            box_score=batch.box_score.numpy(),
+            area=batch.area.numpy(),
+            valid=batch.valid.numpy(),
+            top_mass=top.cpu().numpy(),
+            window_mass=window.cpu().numpy(),
+        )

@@ -7,11 +7,15 @@ Conventions used throughout:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Protocol
 
+import numpy as np
 import torch
+from torch.utils.data import default_collate
+
+ArrayLike = np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -106,21 +110,129 @@ class Codec(Protocol):
     target_kind: str
     geometry: Geometry
 
-    def encode(self, keypoints: Any, visible: Any) -> DotTargets | HeatmapTargets: ...
+    def encode(self, keypoints: ArrayLike, visible: ArrayLike) -> DotTargets | HeatmapTargets: ...
 
     def decode(self, heatmaps: torch.Tensor) -> DecodedKeypoints: ...
 
 
-class Evaluator(Protocol):
-    """A metric behind reset / process / evaluate (COCO keypoints, MPII PCKh).
+@dataclass(frozen=True)
+class Sample:
+    """One person instance as a top-down dataset gives it (``posematch.data.topdown``).
 
-    ``process_predictions`` takes the arrays ``posematch.engine.evaluate`` gathers over a dataset
-    (index, image_id, keypoints (N, K, 2) image px, scores (N, K), score, area, valid (N,));
-    ``evaluate`` returns the metrics (fractions for COCO, percent for MPII) and ``scored``.
+    image: (3, H, W) uint8 tensor, the input crop in the pipeline's channel order (0-255; the model
+        normalises). target: the codec's target: dots (K, 2) heatmap px (``DotTargets``) or
+        heatmaps (K, h, w) (``HeatmapTargets``). target_weight: (K,) float32. keypoints: (K, 2)
+        float32, the ground truth in input-crop pixels.
+    image_id: the dataset's image id. center: (2,) float64 image px and scale: (2,) float64 units
+        of 200 px, the crop used. rotation: degrees. flipped: a horizontal flip was applied.
+    inverse: (2, 3) float64, input-crop px -> original image px. box_score: the person box's
+        score (1 for ground-truth boxes). area: image px^2, the box area the official evaluation
+        uses. index: the position in the dataset. valid: False for an unreadable image skipped in
+        evaluation (a blank crop; evaluation drops it and counts it).
+    """
+
+    image: torch.Tensor
+    target: torch.Tensor
+    target_weight: torch.Tensor
+    keypoints: torch.Tensor
+    image_id: int
+    center: np.ndarray
+    scale: np.ndarray
+    rotation: float
+    flipped: bool
+    inverse: np.ndarray
+    box_score: float
+    area: float
+    index: int
+    valid: bool = True
+
+
+@dataclass(frozen=True)
+class Batch:
+    """B samples stacked by ``Batch.collate`` (a DataLoader's ``collate_fn``): every ``Sample`` field
+    with a leading batch axis, as torch tensors (numbers become int64 / float64 / bool tensors,
+    ``torch.utils.data.default_collate``'s types)."""
+
+    image: torch.Tensor
+    target: torch.Tensor
+    target_weight: torch.Tensor
+    keypoints: torch.Tensor
+    image_id: torch.Tensor
+    center: torch.Tensor
+    scale: torch.Tensor
+    rotation: torch.Tensor
+    flipped: torch.Tensor
+    inverse: torch.Tensor
+    box_score: torch.Tensor
+    area: torch.Tensor
+    index: torch.Tensor
+    valid: torch.Tensor
+
+    @classmethod
+    def collate(cls, samples: Sequence[Sample]) -> Batch:
+        """Stack ``samples`` field by field."""
+        names = [f.name for f in fields(Sample)]
+        return cls(**default_collate([{n: getattr(s, n) for n in names} for s in samples]))
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (the DataLoader calls this under ``pin_memory=True``)."""
+        return replace(self, **{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """N predicted person instances (numpy), batch by batch from ``posematch.inference`` or
+    gathered over a dataset split in dataset order by ``posematch.engine.evaluate``.
+
+    index: (N,) int64 dataset positions. image_id: (N,) int64. keypoints: (N, K, 2) float64,
+    (x, y) original-image pixels. keypoint_scores: (N, K) float32, each joint's decoded score (the
+    heatmap maximum). box_score: (N,) float64, the person box's score (1 for ground-truth boxes).
+    area: (N,) float64 image px^2 (the box area OKS-NMS uses). valid: (N,) bool, False where the
+    image was unreadable and skipped (evaluators drop the row; its people count as missed).
+    top_mass, window_mass: (N, K) float32, the share of each non-flipped heatmap's relu-mass in its
+    top pixel and in the decoder's 2x2 window; NaN for a dead heatmap (no positive value).
+    """
+
+    index: np.ndarray
+    image_id: np.ndarray
+    keypoints: np.ndarray
+    keypoint_scores: np.ndarray
+    box_score: np.ndarray
+    area: np.ndarray
+    valid: np.ndarray
+    top_mass: np.ndarray
+    window_mass: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Predictions]) -> Predictions:
+        """One ``Predictions`` of all ``parts`` in their order."""
+        if not parts:
+            raise ValueError("Predictions.concatenate: no parts")
+        return cls(
+            **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
+        )
+
+    def take(self, rows: np.ndarray) -> Predictions:
+        """The rows ``rows`` (an index array or boolean mask), in that order."""
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+
+class Evaluator(Protocol):
+    """A metric behind reset / process / evaluate (COCO keypoints, MPII PCKh), as detectron2's.
+
+    ``process`` adds a batch of ``Predictions`` (any order; the evaluator keeps what it needs);
+    ``evaluate`` returns the metrics (fractions for COCO, percent for MPII) and ``scored`` (False
+    where the split has no ground truth: results are written, not scored).
     """
 
     def reset(self) -> None: ...
 
-    def process_predictions(self, predictions: dict[str, Any]) -> None: ...
+    def process(self, predictions: Predictions) -> None: ...
 
     def evaluate(self) -> dict[str, float | bool]: ...

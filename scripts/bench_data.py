@@ -61,8 +61,7 @@ def crop_matrices(ds: TopDownDataset, n: int) -> list[np.ndarray]:
     """The image -> input matrices the pipeline used for items 0..n-1 (augmentation included)."""
     mats = []
     for i in range(n):
-        meta = ds[i % len(ds)]["meta"]
-        inverse = np.vstack([np.asarray(meta["inverse"]), [0.0, 0.0, 1.0]])
+        inverse = np.vstack([ds[i % len(ds)].inverse, [0.0, 0.0, 1.0]])
         mats.append(np.linalg.inv(inverse)[:2])
     return mats
 

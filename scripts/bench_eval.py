@@ -4,7 +4,7 @@ A synthetic ground truth the size of val2017 (5000 images, ~11k person annotatio
 keypoints) is written to a temporary folder, with a synthetic top-down result set the size of the
 official detection-box run (~100k instances: ~20 person boxes per image, several around each person,
 jittered keypoints, random keypoint and box scores). Timed in one run:
-  (a) full path: ``CocoKeypointEvaluator.process`` in batches of 256, then ``evaluate()``:
+  (a) full path: ``CocoKeypointEvaluator.add`` in batches of 256, then ``evaluate()``:
       rescoring, OKS-NMS per image, results list, results file, COCOeval (each step timed);
   (b) bare pycocotools on the same final results: ``json.load`` of the results file, ``loadRes``,
       ``evaluate/accumulate/summarize`` (what scoring that file costs without posematch);
@@ -141,8 +141,8 @@ def main() -> None:
             t0 = clock()
             for s in range(0, len(ids), 256):
                 sl = slice(s, s + 256)
-                evaluator.process(ids[sl], kpts[sl], kps[sl], box[sl], areas[sl])
-            steps["process"] = clock() - t0
+                evaluator.add(ids[sl], kpts[sl], kps[sl], box[sl], areas[sl])
+            steps["add"] = clock() - t0
             t0 = clock()
             stats = evaluator.evaluate()
             t_evaluate = clock() - t0
@@ -151,7 +151,7 @@ def main() -> None:
             for name, fn in originals.items():
                 setattr(coco_eval, name, fn)
         steps["other"] = t_evaluate - sum(steps[n] for n in names)
-        full = steps["process"] + t_evaluate
+        full = steps["add"] + t_evaluate
 
         # (b) bare pycocotools on the results file just written: load, loadRes, COCOeval.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -172,12 +172,12 @@ def main() -> None:
         except ImportError:
             fast_stats, fast = None, None
 
-    before = steps["process"] + steps["other"] + steps["rescore"] + steps["oks_nms_per_image"]
+    before = steps["add"] + steps["other"] + steps["rescore"] + steps["oks_nms_per_image"]
     same = all(stats[k] == v for k, v in bare_stats.items())
     print(f"results after OKS-NMS: {len(results)} instances; AP {stats['AP']:.4f}; bare "
           f"pycocotools gives the same 10 stats: {same}")  # fmt: skip
     rows = [
-        ("(a) process, batches of 256", steps["process"]),
+        ("(a) add, batches of 256", steps["add"]),
         ("    concatenation, id checks", steps["other"]),
         ("    rescoring", steps["rescore"]),
         ("    OKS-NMS per image", steps["oks_nms_per_image"]),
@@ -194,7 +194,7 @@ def main() -> None:
         print(f"  {label:<56}{value:8.3f}")
     ratio = before / bare
     verdict = "PASS" if ratio <= 0.20 else "FAIL"
-    print(f"posematch steps before COCOeval (process, concatenation, rescoring, OKS-NMS): "
+    print(f"posematch steps before COCOeval (add, concatenation, rescoring, OKS-NMS): "
           f"{before:.3f} s = {100 * ratio:.1f}% of bare (target <= 20%): {verdict}")  # fmt: skip
     file_io = steps["results_list"] + steps["write_results"]
     print(f"results file (list + write, official format): {file_io:.3f} s = "

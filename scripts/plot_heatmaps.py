@@ -170,21 +170,23 @@ def run_sample(run: Run, index: int, flip: bool, device: str) -> dict[str, Any]:
         )
     sample = run.dataset[index]
     flip_perm = run.spec.flip_permutation() if flip else None
-    shift = bool(run.cfg.get("trainer", {}).get("shift_heatmap", True))
-    images = sample["image"][None].to(device)
+    # The run's test-time shift (conf/test/); runs from before that group kept it in the trainer.
+    old_shift = run.cfg.get("trainer", {}).get("shift_heatmap", True)
+    shift = bool(run.cfg.get("test", {}).get("shift", old_shift))
+    images = sample.image[None].to(device)
     heatmaps = predict_heatmaps(run.model, images, flip_perm, shift).cpu()
     decoded = run.codec.decode(heatmaps)
     pred = run.codec.geometry.to_input(decoded.keypoints.double())[0].numpy()
-    image = sample["image"].permute(1, 2, 0).numpy()
+    image = sample.image.permute(1, 2, 0).numpy()
     if run.dataset.pipeline.color == "bgr":
         image = image[..., ::-1]
     return {
         "image": np.ascontiguousarray(image),
         "heatmaps": heatmaps[0].numpy(),
         "pred": pred,
-        "gt": sample["keypoints"].double().numpy(),
-        "labelled": sample["target_weight"].numpy() > 0,
-        "image_id": sample["meta"]["image_id"],
+        "gt": sample.keypoints.double().numpy(),
+        "labelled": sample.target_weight.numpy() > 0,
+        "image_id": sample.image_id,
     }
 
 

@@ -21,6 +21,7 @@ from posematch.data.coco import CocoKeypoints
 from posematch.data.mpii import MpiiKeypoints
 from posematch.data.transforms import TopDownPipeline
 from posematch.keypoints import COCO, MPII, KeypointSpec
+from posematch.types import Sample
 
 LEFT, RIGHT, CENTRE = (0, 200, 255), (255, 120, 0), (60, 220, 60)  # BGR
 
@@ -34,13 +35,13 @@ def joint_colour(spec: KeypointSpec, j: int) -> tuple[int, int, int]:
     return CENTRE
 
 
-def draw(sample: dict, spec: KeypointSpec, color: str, scale: int = 2) -> np.ndarray:
+def draw(sample: Sample, spec: KeypointSpec, color: str, scale: int = 2) -> np.ndarray:
     """(H*scale, W*scale, 3) uint8 BGR picture of one sample."""
-    img = sample["image"].permute(1, 2, 0).numpy()  # uint8, the pipeline's channel order
+    img = sample.image.permute(1, 2, 0).numpy()  # uint8, the pipeline's channel order
     img = np.ascontiguousarray(img[..., ::-1] if color == "rgb" else img)
     img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    kpts = sample["keypoints"].numpy() * scale + (scale - 1) / 2  # pixel centres after upscaling
-    labelled = sample["target_weight"].numpy() > 0
+    kpts = sample.keypoints.numpy() * scale + (scale - 1) / 2  # pixel centres after upscaling
+    labelled = sample.target_weight.numpy() > 0
     for a, b in spec.skeleton:
         if labelled[a] and labelled[b]:
             pa, pb = (tuple(round(float(v)) for v in kpts[j]) for j in (a, b))
@@ -71,7 +72,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for i in range(min(args.count, len(ds))):
         sample = ds[i]
-        path = out / f"sample_{i:03d}_{sample['meta']['image_id']}.png"
+        path = out / f"sample_{i:03d}_{sample.image_id}.png"
         cv2.imwrite(str(path), draw(sample, spec, pipeline.color))
         print(path)
 

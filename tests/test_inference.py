@@ -11,6 +11,7 @@ from posematch.data.coco import CocoKeypoints
 from posematch.data.transforms import TopDownPipeline
 from posematch.inference import flip_back, predict, predict_heatmaps
 from posematch.keypoints import COCO
+from posematch.types import Batch
 from tests.conftest import SHARED_DATA
 
 
@@ -51,13 +52,13 @@ def test_predictions_map_back_to_the_original_pixels():
     # A training pipeline without flips, so rotated and rescaled crops are covered.
     pipe = TopDownPipeline((192, 256), COCO, train=True, flip=False, rotation_prob=1.0)
     ds = CocoKeypoints(str(root / "test_coco.json"), str(root), pipe, codec)
-    batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
-    model = OracleModel(codec, batch["keypoints"])
-    keypoints, scores = predict(model, batch["image"], batch["meta"]["inverse"], codec)
+    batch = Batch.collate([ds[i] for i in range(len(ds))])
+    model = OracleModel(codec, batch.keypoints)
+    keypoints, scores = predict(model, batch.image, batch.inverse, codec)
     truth = np.stack([inst.keypoints for inst in ds.instances])
     labelled = np.stack([inst.visible for inst in ds.instances]) > 0
     # DARK refines only away from the heatmap border (official rule: 1 < x < w - 2).
-    hm = batch["keypoints"].numpy() / 4
+    hm = batch.keypoints.numpy() / 4
     inside = (hm[..., 0] > 3) & (hm[..., 0] < 44) & (hm[..., 1] > 3) & (hm[..., 1] < 60)
     check = labelled & inside
     assert check.sum() > 100

@@ -14,8 +14,8 @@ the part that is missing, and that must never be trained or scored on silently.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from posematch.data.transforms import TopDownPipeline
+from posematch.types import Codec, DotTargets, Sample
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +48,6 @@ class Instance:
     score: float
     area: float
     record: str
-
-
-class Geometry(Protocol):
-    """The codec's map from input to heatmap pixels (``posematch.codecs.geometry``)."""
-
-    input_size: tuple[int, int]
-    udp: bool
-
-
-class Codec(Protocol):
-    """What a dataset needs of a codec (``posematch.codecs``): keypoints -> targets, and the
-    geometry it maps crops with (checked against the pipeline's)."""
-
-    geometry: Geometry
-
-    def encode(self, keypoints: torch.Tensor, visible: torch.Tensor) -> Any: ...
 
 
 class BadRecordError(ValueError):
@@ -140,7 +125,7 @@ class TopDownDataset(Dataset):
             (``heatmaps``), and either has ``weights``.
         skip_bad: instead of raising on an unreadable image, count the record once and, in
             training (``pipeline.train``), use the next readable instance; in evaluation return a
-            blank crop marked ``meta["valid"] = False``, which evaluation drops and counts.
+            blank crop marked ``valid=False``, which evaluation drops and counts.
         seed: base seed of the augmentation draws.
         bad_records: records the subclass skipped while loading (``skip_bad``), for the count.
     """
@@ -196,7 +181,7 @@ class TopDownDataset(Dataset):
         """The instance's image, (H, W, 3) uint8 BGR; BadRecordError naming the file otherwise."""
         return decode_image(inst.image_path, inst.record)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> Sample:
         if not self.pipeline.train:  # evaluation: never score one instance in place of another
             return self._eval_item(index)
         for attempt in range(len(self)):
@@ -219,37 +204,32 @@ class TopDownDataset(Dataset):
             log.warning("skipping %s", self.instances[i].record, exc_info=True)
             return None
 
-    def _eval_item(self, index: int) -> dict[str, Any]:
+    def _eval_item(self, index: int) -> Sample:
         image = self._image_or_none(index)
         if image is not None:
             return self._sample(self.instances[index], image, index)
         # A blank crop of the right size keeps batches and shards whole; evaluation drops it.
         sample = self._sample(self.instances[index], np.zeros((1, 1, 3), np.uint8), index)
-        sample["meta"]["valid"] = False
-        return sample
+        return replace(sample, valid=False)
 
-    def _sample(self, inst: Instance, image: np.ndarray, index: int) -> dict[str, Any]:
+    def _sample(self, inst: Instance, image: np.ndarray, index: int) -> Sample:
         rng = np.random.default_rng((self.seed, self.epoch, index))
         crop = self.pipeline(image, inst.keypoints, inst.visible, inst.center, inst.scale, rng)
         keypoints = crop.keypoints.astype(np.float32)
         targets = self.codec.encode(keypoints, crop.visible)  # numpy in: the codecs' cheap path
-        keypoints = torch.from_numpy(keypoints)
-        target = targets.keypoints if hasattr(targets, "keypoints") else targets.heatmaps
-        return {
-            "image": crop.image,
-            "target": target,
-            "target_weight": targets.weights,
-            "keypoints": keypoints,  # input pixels
-            "meta": {
-                "image_id": inst.image_id,
-                "center": crop.center,
-                "scale": crop.scale,
-                "rotation": crop.rotation,
-                "flipped": crop.flipped,
-                "inverse": crop.inverse,  # numpy: default_collate makes batched tensors
-                "score": inst.score,
-                "area": inst.area,
-                "index": index,
-                "valid": True,
-            },
-        }
+        target = targets.keypoints if isinstance(targets, DotTargets) else targets.heatmaps
+        return Sample(
+            image=crop.image,
+            target=target,
+            target_weight=targets.weights,
+            keypoints=torch.from_numpy(keypoints),
+            image_id=inst.image_id,
+            center=crop.center,
+            scale=crop.scale,
+            rotation=crop.rotation,
+            flipped=crop.flipped,
+            inverse=crop.inverse,
+            box_score=inst.score,
+            area=inst.area,
+            index=index,
+        )

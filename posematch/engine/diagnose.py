@@ -38,7 +38,7 @@ from posematch.evaluation.diagnosis import (
 )
 from posematch.inference import decode_to_image, forward_heatmaps, heatmap_mass_shares
 from posematch.keypoints import KeypointSpec
-from posematch.types import Codec
+from posematch.types import Batch, Codec
 
 
 def image_to_heatmap(inverse: torch.Tensor, heatmap_per_input: tuple[float, float]) -> torch.Tensor:
@@ -69,6 +69,7 @@ def collect(
         shuffle=False,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
+        collate_fn=Batch.collate,
     )
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
@@ -78,19 +79,19 @@ def collect(
         parts.setdefault(key, []).append(array)
 
     for batch in loader:
-        meta = batch["meta"]
-        images = batch["image"].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
         plain, flipped = forward_heatmaps(model, images, flip_perm, shift)
         for name, heatmaps in (("plain", plain), ("flip", flipped)):
-            keypoints, scores = decode_to_image(heatmaps, meta["inverse"], codec)
+            keypoints, scores = decode_to_image(heatmaps, batch.inverse, codec)
             add(f"keypoints_{name}", keypoints)
             add(f"scores_{name}", scores)
         top, window = heatmap_mass_shares(plain)
         add("top_mass", top)
         add("window_mass", window)
-        add("to_heatmap", image_to_heatmap(meta["inverse"], codec.geometry.scale))
-        for key in ("image_id", "score", "area"):
-            add(key, meta[key])
+        add("to_heatmap", image_to_heatmap(batch.inverse, codec.geometry.scale))
+        add("image_id", batch.image_id)
+        add("score", batch.box_score)
+        add("area", batch.area)
     if not parts:
         raise ValueError("diagnosis: the dataset has no instances")
     return {k: np.concatenate(v) for k, v in parts.items()}
@@ -138,7 +139,7 @@ def diagnose(
     keypoints, scores = arrays[f"keypoints_{own}"], arrays[f"scores_{own}"]
 
     evaluator.reset()
-    evaluator.process(arrays["image_id"], keypoints, scores, arrays["score"], arrays["area"])
+    evaluator.add(arrays["image_id"], keypoints, scores, arrays["score"], arrays["area"])
     metrics = evaluator.evaluate()
     if not metrics.get("scored", False):
         raise ValueError(f"{evaluator.ann_file}: no annotations, so nothing to diagnose")

@@ -2,7 +2,7 @@
 
 Each rank predicts its ``ShardSampler`` shard (every instance exactly once, whatever the world size);
 rank 0 gathers the predictions, restores dataset order and hands them to the evaluator
-(``process_predictions`` / ``evaluate``, e.g. ``CocoKeypointEvaluator``, ``MpiiPCKhEvaluator``).
+(``process`` / ``evaluate``, e.g. ``CocoKeypointEvaluator``, ``MpiiPCKhEvaluator``).
 With ``heatmap_health=True`` (validation during training) the metrics also hold the health of the
 non-flipped heatmaps (``posematch.evaluation.diagnosis.heatmap_health``): ``dead_share``,
 ``top_mass``, ``window_mass``; only two floats per heatmap are kept, never the heatmaps.
@@ -22,20 +22,9 @@ from posematch.engine import dist
 from posematch.engine.workers import ignore_stop_signals
 from posematch.evaluation.diagnosis import heatmap_health as health_summary
 from posematch.inference import predict_loader
-from posematch.types import Codec, Evaluator
+from posematch.types import Batch, Codec, Evaluator, Predictions
 
-_FIELDS = (
-    "index", "image_id", "keypoints", "scores", "score", "area", "top_mass", "window_mass", "valid",
-)  # fmt: skip
 HEALTH_KEYS = ("dead_share", "top_mass", "window_mass")
-
-
-def _numpy(batch: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {
-        k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-        for k, v in batch.items()
-        if k in _FIELDS
-    }
 
 
 def collect_predictions(
@@ -47,13 +36,8 @@ def collect_predictions(
     num_workers: int = 0,
     flip_perm: Sequence[int] | None = None,
     shift: bool = True,
-) -> dict[str, np.ndarray] | None:
-    """All predictions of ``dataset`` in dataset order on rank 0 (``None`` on other ranks).
-
-    Keys: index, image_id, keypoints (N, K, 2) image px, scores (N, K), score (box), area,
-    top_mass and window_mass (N, K) (mass shares of the non-flipped heatmaps, NaN when dead),
-    valid (N,) (False where the dataset skipped an unreadable image: evaluators drop it).
-    """
+) -> Predictions | None:
+    """All ``Predictions`` of ``dataset`` in dataset order on rank 0 (``None`` on other ranks)."""
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -61,15 +45,15 @@ def collect_predictions(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         worker_init_fn=ignore_stop_signals,  # a preempted run finishes its validation
+        collate_fn=Batch.collate,
     )
-    parts = [_numpy(b) for b in predict_loader(model, loader, codec, device, flip_perm, shift)]
+    parts = list(predict_loader(model, loader, codec, device, flip_perm, shift))
     gathered = dist.gather_to_main(parts)
     if gathered is None:
         return None
-    merged = {k: np.concatenate([p[k] for p in gathered]) for k in _FIELDS}
-    order = np.argsort(merged["index"], kind="stable")
-    merged = {k: v[order] for k, v in merged.items()}
-    if not np.array_equal(merged["index"], np.arange(len(dataset))):
+    merged = Predictions.concatenate(gathered)
+    merged = merged.take(np.argsort(merged.index, kind="stable"))
+    if not np.array_equal(merged.index, np.arange(len(dataset))):
         raise RuntimeError("evaluation shards do not cover the dataset exactly once")
     return merged
 
@@ -99,12 +83,12 @@ def evaluate(
     if merged is None:
         return None
     evaluator.reset()
-    evaluator.process_predictions(merged)
+    evaluator.process(merged)
     metrics = evaluator.evaluate()
     # Counted from the gathered rows, so images skipped on every rank are in the count.
-    unreadable = int((~merged["valid"].astype(bool)).sum())
+    unreadable = int((~merged.valid.astype(bool)).sum())
     metrics = {**metrics, "skipped": len(getattr(dataset, "bad_records", ())) + unreadable}
     if heatmap_health:
-        health = health_summary(merged["top_mass"], merged["window_mass"])
+        health = health_summary(merged.top_mass, merged.window_mass)
         metrics = {**metrics, **{k: health[k] for k in HEALTH_KEYS}}
     return metrics

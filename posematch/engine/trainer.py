@@ -43,7 +43,7 @@ from posematch.engine.evaluate import evaluate
 from posematch.engine.logging import RunLogger
 from posematch.engine.optim import OptimizerSettings
 from posematch.engine.workers import ignore_stop_signals
-from posematch.types import Codec, Evaluator, Loss
+from posematch.types import Batch, Codec, Evaluator, Loss
 
 log = logging.getLogger("posematch.train")
 
@@ -191,6 +191,7 @@ def train_loader(dataset: Dataset, settings: TrainerSettings, device: torch.devi
         drop_last=True,
         persistent_workers=settings.num_workers > 0,
         worker_init_fn=ignore_stop_signals,  # a SIGTERM to the group must reach the trainer only
+        collate_fn=Batch.collate,
     )
 
 
@@ -251,9 +252,9 @@ def train_one_epoch(
         elif settings.warmup_iters and step == settings.warmup_iters:
             for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
                 group["lr"] = lr
-        images = batch["image"].to(device, non_blocking=True)
-        target = batch["target"].to(device, non_blocking=True)
-        weight = batch["target_weight"].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        target = batch.target.to(device, non_blocking=True)
+        weight = batch.target_weight.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             heatmaps = model(images)
         out = loss_fn.with_stats(heatmaps, target, weight)

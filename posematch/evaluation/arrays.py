@@ -14,4 +14,4 @@ def as_array(x: Any, name: str, dtype: type) -> np.ndarray:
     try:
         return np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"process(): {name} cannot be read as an array of {dtype}: {err}") from err
+        raise ValueError(f"add(): {name} cannot be read as an array of {dtype}: {err}") from err

@@ -32,6 +32,7 @@ from posematch.evaluation.arrays import as_array
 from posematch.evaluation.nms import oks_nms_per_image
 from posematch.keypoints import COCO as COCO_SPEC
 from posematch.keypoints import KeypointSpec
+from posematch.types import Predictions
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class CocoKeypointEvaluator:
         """Forget every processed prediction."""
         self._parts: list[tuple[np.ndarray, ...]] = []
 
-    def process(
+    def add(
         self,
         image_ids: Any,
         keypoints: Any,
@@ -267,11 +268,11 @@ class CocoKeypointEvaluator:
         for name, arr in (("keypoints", kpts), ("keypoint_scores", kps), ("box_scores", box)):
             if arr.shape != want[name]:
                 raise ValueError(
-                    f"process(): {name} has shape {arr.shape}, expected {want[name]} "
+                    f"add(): {name} has shape {arr.shape}, expected {want[name]} "
                     f"(N={n} image_ids, K={k} sigmas)"
                 )
         if area.shape != (n,):
-            raise ValueError(f"process(): areas has shape {area.shape}, expected ({n},)")
+            raise ValueError(f"add(): areas has shape {area.shape}, expected ({n},)")
         if valid is not None:
             ok = as_array(valid, "valid", bool).reshape(-1)
             ids, kpts, kps, box, area = ids[ok], kpts[ok], kps[ok], box[ok], area[ok]
@@ -280,18 +281,18 @@ class CocoKeypointEvaluator:
             if not np.isfinite(arr).all():
                 # NaN would be written as a bare NaN token, which is not JSON, and a NaN OKS
                 # counts as a match in COCOeval.
-                raise ValueError(f"process(): {name} holds non-finite values")
+                raise ValueError(f"add(): {name} holds non-finite values")
         self._parts.append((ids, kpts, kps, box, area))
 
-    def process_predictions(self, predictions: dict[str, Any]) -> None:
-        """Add a batch in the layout of ``posematch.inference.predict_loader``."""
-        self.process(
-            predictions["image_id"],
-            predictions["keypoints"],
-            predictions["scores"],
-            predictions["score"],
-            predictions["area"],
-            predictions.get("valid"),
+    def process(self, predictions: Predictions) -> None:
+        """Add a batch of ``Predictions`` (``posematch.inference.predict_loader``)."""
+        self.add(
+            predictions.image_id,
+            predictions.keypoints,
+            predictions.keypoint_scores,
+            predictions.box_score,
+            predictions.area,
+            predictions.valid,
         )
 
     def evaluate(self) -> dict[str, float | bool]:

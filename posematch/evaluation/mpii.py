@@ -29,6 +29,7 @@ from scipy.io import loadmat, savemat
 
 from posematch.evaluation.arrays import as_array
 from posematch.keypoints import MPII as MPII_SPEC
+from posematch.types import Predictions
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ class MpiiPCKhEvaluator:
         """Forget every processed prediction."""
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def process(self, indices: Any, keypoints: Any, valid: Any = None) -> None:
+    def add(self, indices: Any, keypoints: Any, valid: Any = None) -> None:
         """Add a batch of N predictions.
 
         Args:
@@ -215,16 +216,16 @@ class MpiiPCKhEvaluator:
         kpts = as_array(keypoints, "keypoints", np.float64)
         want = (idx.shape[0], MPII_SPEC.num_keypoints, 2)
         if kpts.shape != want:
-            raise ValueError(f"process(): keypoints has shape {kpts.shape}, expected {want}")
+            raise ValueError(f"add(): keypoints has shape {kpts.shape}, expected {want}")
         ok = np.ones(idx.shape[0], bool) if valid is None else as_array(valid, "valid", bool)
         if not np.isfinite(kpts[ok]).all():
-            raise ValueError("process(): keypoints holds non-finite values")
+            raise ValueError("add(): keypoints holds non-finite values")
         kpts = np.where(ok.reshape(-1, 1, 1), kpts, np.nan)
         self._parts.append((idx, kpts))
 
-    def process_predictions(self, predictions: dict[str, Any]) -> None:
-        """Add a batch in the layout of ``posematch.inference.predict_loader``."""
-        self.process(predictions["index"], predictions["keypoints"], predictions.get("valid"))
+    def process(self, predictions: Predictions) -> None:
+        """Add a batch of ``Predictions`` (``posematch.inference.predict_loader``)."""
+        self.add(predictions.index, predictions.keypoints, predictions.valid)
 
     def _ordered(self) -> np.ndarray:
         """(N, 16, 2) predictions in index order; every index exactly once."""

@@ -26,6 +26,7 @@ from posematch.cli.person_boxes import find_detector_weights, torchvision_weight
 from posematch.draw import CENTRE, LEFT, draw_pose, line_thickness
 from posematch.inference import predict_loader
 from posematch.keypoints import COCO as COCO_SPEC
+from posematch.types import Batch
 from tests.conftest import REPO, SHARED_DATA
 
 COCO_DIR = SHARED_DATA / "coco_sample"
@@ -132,16 +133,16 @@ def test_detection_boxes_give_one_result_per_person_box(tmp_path, checkpoint):
         det_file=str(DET_FILE),
         det_score_thr=thr,
     )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=Batch.collate)
     perm = COCO_SPEC.flip_permutation()
     model = trained_model(cfg, checkpoint)
     (pred,) = list(predict_loader(model, loader, instantiate(cfg.codec), flip_perm=perm))
     for image_id in expected:
         ours = np.array([r["keypoints"] for r in results if r["image_id"] == image_id])
         ours = ours.reshape(len(ours), 17, 3)
-        mine = (pred["image_id"] == image_id).numpy()
-        np.testing.assert_allclose(ours[..., :2], pred["keypoints"][mine].numpy(), atol=1e-3)
-        np.testing.assert_allclose(ours[..., 2], pred["scores"][mine].numpy(), atol=1e-5)
+        mine = pred.image_id == image_id
+        np.testing.assert_allclose(ours[..., :2], pred.keypoints[mine], atol=1e-3)
+        np.testing.assert_allclose(ours[..., 2], pred.keypoint_scores[mine], atol=1e-5)
 
 
 def test_folder_with_named_images_and_file_name_boxes(tmp_path, checkpoint):

@@ -143,10 +143,8 @@ def test_truncated_image_in_a_dataset_is_skipped_once_and_counted(tmp_path):
     with pytest.raises(BadRecordError, match=r"000000040083\.jpg: image file is truncated"):
         coco(ann, image_dir=str(folder))[1]
     train = coco(ann, train=True, image_dir=str(folder), skip_bad=True)
-    seen = [train[i]["meta"]["image_id"] for i in range(len(train))] + [
-        train[1]["meta"]["image_id"]
-    ]
+    seen = [train[i].image_id for i in range(len(train))] + [train[1].image_id]
     assert 40083 not in seen and train.skipped() == 2  # two records, each counted once
     scored = coco(ann, image_dir=str(folder), skip_bad=True)
-    valid = [bool(scored[i]["meta"]["valid"]) for i in range(len(scored))]
+    valid = [bool(scored[i].valid) for i in range(len(scored))]
     assert valid.count(False) == 2 and scored.skipped() == 2

@@ -16,6 +16,7 @@ from posematch.data.mpii import MpiiKeypoints
 from posematch.data.topdown import BadRecordError
 from posematch.data.transforms import TopDownPipeline
 from posematch.keypoints import COCO, MPII
+from posematch.types import Batch
 from tests.conftest import SHARED_DATA
 
 COCO_DIR = SHARED_DATA / "coco_sample"
@@ -60,15 +61,16 @@ def test_detection_boxes_and_score_threshold():
 def test_sample_has_image_targets_weights_and_meta():
     ds = coco_dataset()
     sample = ds[0]
-    assert sample["image"].shape == (3, 256, 192) and sample["image"].dtype == torch.uint8
-    assert sample["target"].shape == (17, 2)
-    torch.testing.assert_close(sample["target"], sample["keypoints"] / 4)
-    assert sample["target_weight"].tolist() == [1.0] * 17
-    assert sample["meta"]["image_id"] == 785 and sample["meta"]["score"] == 1.0
+    assert sample.image.shape == (3, 256, 192) and sample.image.dtype == torch.uint8
+    assert sample.target.shape == (17, 2)
+    torch.testing.assert_close(sample.target, sample.keypoints / 4)
+    assert sample.target_weight.tolist() == [1.0] * 17
+    assert sample.image_id == 785 and sample.box_score == 1.0
     gaussian = coco_dataset(codec=GaussianHeatmapCodec((192, 256), (48, 64)))[0]
-    assert gaussian["target"].shape == (17, 64, 48)
-    batch = torch.utils.data.default_collate([ds[0], ds[1]])
-    assert batch["image"].shape == (2, 3, 256, 192)
+    assert gaussian.target.shape == (17, 64, 48)
+    batch = Batch.collate([ds[0], ds[1]])
+    assert batch.image.shape == (2, 3, 256, 192) and batch.image_id.tolist() == [785, 40083]
+    assert batch.inverse.dtype == torch.float64 and batch.valid.tolist() == [True, True]
 
 
 def test_flip_pairs_by_hand():
@@ -101,12 +103,12 @@ def test_missing_image_names_the_file_and_skip_bad_counts(tmp_path):
     train = TopDownPipeline((192, 256), COCO, train=True)
     skipping = coco_dataset(ann_file=str(path), skip_bad=True, pipeline=train)
     sample = skipping[0]  # training: the next readable instance stands in
-    assert sample["meta"]["image_id"] == 40083 and sample["meta"]["valid"]
+    assert sample.image_id == 40083 and sample.valid
     skipping[0]
     assert skipping.skipped() == 1  # one record, however often it is drawn
     scoring = coco_dataset(ann_file=str(path), skip_bad=True)
     sample = scoring[0]  # evaluation: never another instance in its place
-    assert sample["meta"]["image_id"] == 785 and not sample["meta"]["valid"]
+    assert sample.image_id == 785 and not sample.valid
     assert scoring.skipped() == 1
 
 
@@ -146,8 +148,8 @@ def test_mpii_official_conventions_by_hand():
     np.testing.assert_allclose(inst.keypoints[0], [803.0, 710.0])
     assert ds.instances[2].visible.tolist()[:6] == [0, 1, 1, 1, 1, 0]  # ankles not annotated
     sample = ds[2]
-    assert sample["image"].shape == (3, 256, 256)
-    assert sample["target_weight"][0] == 0 and sample["target_weight"][5] == 0
+    assert sample.image.shape == (3, 256, 256)
+    assert sample.target_weight[0] == 0 and sample.target_weight[5] == 0
 
 
 def test_mpii_flip_pairs_match_the_joint_names():
@@ -166,11 +168,11 @@ def test_set_epoch_reaches_persistent_loader_workers():
     def crops(num_workers: int) -> list[torch.Tensor]:
         ds = coco_dataset(pipeline=TopDownPipeline((192, 256), COCO, train=True))
         loader = DataLoader(ds, batch_size=4, num_workers=num_workers,
-                            persistent_workers=num_workers > 0)  # fmt: skip
+                            persistent_workers=num_workers > 0, collate_fn=Batch.collate)  # fmt: skip
         out = []
         for epoch in range(2):
             ds.set_epoch(epoch)
-            out.append(torch.cat([b["image"] for b in loader]))
+            out.append(torch.cat([b.image for b in loader]))
         return out
 
     plain, workers = crops(0), crops(1)

@@ -6,6 +6,7 @@ Rank 0 writes OUT_DIR/metrics.json and OUT_DIR/predictions.npz.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -49,9 +50,9 @@ def run(out_dir: str) -> dict | None:
     metrics = None
     if merged is not None:
         evaluator = CocoKeypointEvaluator(str(ROOT / "test_coco.json"), out_dir)
-        evaluator.process_predictions(merged)
+        evaluator.process(merged)
         metrics = evaluator.evaluate()
-        np.savez(Path(out_dir) / "predictions.npz", **merged)
+        np.savez(Path(out_dir) / "predictions.npz", **dataclasses.asdict(merged))
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics))
     dist.shutdown()
     return metrics

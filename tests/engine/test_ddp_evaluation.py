@@ -40,7 +40,7 @@ def test_three_gloo_ranks_give_the_single_process_predictions_and_metrics(tmp_pa
     assert a["index"].tolist() == list(range(14)) and b["index"].tolist() == list(range(14))
     # Batches differ between runs, so float32 convolutions may differ in the last bits.
     np.testing.assert_allclose(b["keypoints"], a["keypoints"], rtol=0, atol=1e-4)
-    np.testing.assert_allclose(b["scores"], a["scores"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(b["keypoint_scores"], a["keypoint_scores"], rtol=0, atol=1e-6)
     ma = json.loads((one / "metrics.json").read_text())
     mb = json.loads((three / "metrics.json").read_text())
     assert ma["scored"] and ma.keys() == mb.keys()

@@ -241,7 +241,7 @@ def test_best_pth_holds_the_weights_of_the_epoch_with_the_best_monitored_metric(
         def reset(self):
             pass
 
-        def process_predictions(self, predictions):
+        def process(self, predictions):
             pass
 
         def evaluate(self):

@@ -10,6 +10,7 @@ import pytest
 
 from posematch.evaluation.coco import CocoKeypointEvaluator
 from posematch.evaluation.mpii import MpiiPCKhEvaluator
+from posematch.types import Predictions
 from tests.conftest import SHARED_DATA
 from tests.evaluation.test_coco import ANN, NAMES, annotated
 from tests.evaluation.test_mpii import write_gt, zero_based_gt
@@ -58,7 +59,7 @@ def test_non_finite_areas_are_refused(tmp_path):
     areas[4] = float("nan")
     ev = CocoKeypointEvaluator(ANN, str(tmp_path))
     with pytest.raises(ValueError, match="areas holds non-finite"):
-        ev.process(ids, kpts, np.ones((12, 17)), np.ones(12), areas)
+        ev.add(ids, kpts, np.ones((12, 17)), np.ones(12), areas)
 
 
 def test_invalid_rows_are_dropped_so_their_people_count_as_missed(tmp_path):
@@ -68,11 +69,19 @@ def test_invalid_rows_are_dropped_so_their_people_count_as_missed(tmp_path):
     poisoned = kpts.copy()
     poisoned[~valid] = np.nan  # what an unreadable image's blank crop might decode to: ignored
     ev = CocoKeypointEvaluator(ANN, str(tmp_path / "a"))
-    ev.process(ids, poisoned, np.ones((12, 17)), np.ones(12), areas, valid)
+    # Through the evaluator's door for whole predictions, in two batches out of order.
+    nan = np.full((12, 17), np.nan, np.float32)
+    predictions = Predictions(
+        index=np.arange(12), image_id=np.array(ids), keypoints=poisoned,
+        keypoint_scores=np.ones((12, 17), np.float32), box_score=np.ones(12),
+        area=np.array(areas), valid=valid, top_mass=nan, window_mass=nan,
+    )  # fmt: skip
+    ev.process(predictions.take(np.arange(6, 12)))
+    ev.process(predictions.take(np.arange(6)))
     with_mask = ev.evaluate()
     keep = np.flatnonzero(valid)
     direct = CocoKeypointEvaluator(ANN, str(tmp_path / "b"))
-    direct.process([ids[i] for i in keep], kpts[keep], np.ones((10, 17)), np.ones(10),
+    direct.add([ids[i] for i in keep], kpts[keep], np.ones((10, 17)), np.ones(10),
                    [areas[i] for i in keep])  # fmt: skip
     alone = direct.evaluate()
     assert [with_mask[n] for n in NAMES] == [alone[n] for n in NAMES]
@@ -83,16 +92,16 @@ def test_mpii_invalid_rows_are_misses_and_nan_predictions_refused(tmp_path):
     gt = write_gt(tmp_path / "gt_valid.mat")
     preds = zero_based_gt()
     ev = MpiiPCKhEvaluator(gt)
-    ev.process(np.arange(5), preds, valid=np.array([True, True, False, True, True]))
+    ev.add(np.arange(5), preds, valid=np.array([True, True, False, True, True]))
     masked = ev.evaluate()
     far = preds.copy()
     far[2] += 1e6  # the independent truth: a prediction far from every joint
     ev.reset()
-    ev.process(np.arange(5), far)
+    ev.add(np.arange(5), far)
     assert masked == ev.evaluate()
     assert masked["Mean"] < 100.0
     bad = preds.copy()
     bad[1, 3, 0] = np.nan
     ev.reset()
     with pytest.raises(ValueError, match="keypoints holds non-finite"):
-        ev.process(np.arange(5), bad)
+        ev.add(np.arange(5), bad)

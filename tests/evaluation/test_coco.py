@@ -42,7 +42,7 @@ def test_ground_truth_as_predictions_scores_1(tmp_path):
     assert len(anns) == 12
     kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, 17, 3)
     ev = CocoKeypointEvaluator(ANN, str(tmp_path / "out"))
-    ev.process(
+    ev.add(
         [a["image_id"] for a in anns], kpts[..., :2], np.ones((12, 17)), np.ones(12),
         [a["area"] for a in anns],
     )  # fmt: skip
@@ -78,9 +78,9 @@ def test_perturbed_ground_truth_matches_direct_pycocotools(tmp_path, seed):
     keep = [i for i in range(n) if i != drop]
     ev = CocoKeypointEvaluator(ANN, str(tmp_path / "out"))
     first, second = keep[: len(keep) // 2], keep[len(keep) // 2 :]  # two batches, as a loader
-    ev.process(ids[first], kpts[first], kscores[first], box[first], areas[first])
+    ev.add(ids[first], kpts[first], kscores[first], box[first], areas[first])
     # The second batch ends with an exact duplicate of person 0, scored lower: OKS-NMS removes it.
-    ev.process(
+    ev.add(
         np.append(ids[second], ids[0]),
         np.concatenate([kpts[second], kpts[:1]]),
         np.concatenate([kscores[second], kscores[:1]]),
@@ -126,7 +126,7 @@ def test_test_dev_without_annotations_writes_results_and_skips_scoring(tmp_path)
     ann_file = tmp_path / "image_info.json"
     ann_file.write_text(json.dumps(image_info))
     ev = CocoKeypointEvaluator(str(ann_file), str(tmp_path / "out"), results_name="dev.json")
-    ev.process(torch.tensor([785, 40083]), torch.rand(2, 17, 2) * 100, torch.rand(2, 17),
+    ev.add(torch.tensor([785, 40083]), torch.rand(2, 17, 2) * 100, torch.rand(2, 17),
                torch.ones(2), torch.full((2,), 1e4))  # fmt: skip
     assert ev.evaluate() == {"scored": False}
     written = json.loads((tmp_path / "out" / "dev.json").read_text())
@@ -136,12 +136,12 @@ def test_test_dev_without_annotations_writes_results_and_skips_scoring(tmp_path)
 def test_bad_inputs_name_the_field(tmp_path):
     ev = CocoKeypointEvaluator(ANN, str(tmp_path))
     with pytest.raises(ValueError, match="keypoints has shape"):
-        ev.process([785], np.zeros((1, 16, 2)), np.ones((1, 17)), [1.0], [1.0])
+        ev.add([785], np.zeros((1, 16, 2)), np.ones((1, 17)), [1.0], [1.0])
     with pytest.raises(ValueError, match="non-finite"):
-        ev.process([785], np.full((1, 17, 2), np.nan), np.ones((1, 17)), [1.0], [1.0])
+        ev.add([785], np.full((1, 17, 2), np.nan), np.ones((1, 17)), [1.0], [1.0])
     with pytest.raises(RuntimeError, match="no predictions"):
         ev.evaluate()
-    ev.process([123456], np.zeros((1, 17, 2)), np.ones((1, 17)), [1.0], [1.0])
+    ev.add([123456], np.zeros((1, 17, 2)), np.ones((1, 17)), [1.0], [1.0])
     with pytest.raises(ValueError, match="123456"):
         ev.evaluate()
     with pytest.raises(FileNotFoundError, match="ann_file"):
@@ -170,7 +170,7 @@ def test_a_four_joint_dataset_is_scored_with_its_own_sigmas(tmp_path):
     pred = gt_kpts.reshape(1, 4, 3)[..., :2].copy()
     pred[0, :, 0] += d
     ev = CocoKeypointEvaluator(str(path), str(tmp_path / "out"), spec=spec)
-    ev.process([7], pred, np.ones((1, 4)), np.ones(1), [area])
+    ev.add([7], pred, np.ones((1, 4)), np.ones(1), [area])
     stats = ev.evaluate()
     # OKS 0.82 matches at the thresholds 0.50, 0.55, ..., 0.80 (7 of 10), each with precision 1.
     assert stats["AP"] == pytest.approx(0.7)

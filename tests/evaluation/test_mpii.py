@@ -71,8 +71,8 @@ def test_written_mat_has_the_official_layout(tmp_path):
 def test_ground_truth_scores_100_and_pred_mat_is_one_based(tmp_path):
     ev = MpiiPCKhEvaluator(write_gt(tmp_path / "gt_valid.mat"), str(tmp_path / "out"))
     preds = zero_based_gt()
-    ev.process([3, 4], preds[[3, 4]])  # batches out of order, as gathered from ranks
-    ev.process(np.array([0, 1, 2]), preds[:3])
+    ev.add([3, 4], preds[[3, 4]])  # batches out of order, as gathered from ranks
+    ev.add(np.array([0, 1, 2]), preds[:3])
     table = ev.evaluate()
     assert table["scored"] is True
     for col in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "Mean@0.1"):
@@ -97,7 +97,7 @@ def test_perturbations_flip_exactly_the_expected_joints(tmp_path):
         preds[person, joint, axis] += k * HEAD_SIZES[person]
     assert sample()[0][0, R_WRI].tolist() == [869.0, 214.0]  # integers: 15 px / 30 px is exact
     ev = MpiiPCKhEvaluator(write_gt(tmp_path / "gt_valid.mat"), None)
-    ev.process(np.arange(5), preds)
+    ev.add(np.arange(5), preds)
     table = ev.evaluate()
     assert table["PCKh/head_top"] == 80.0
     assert table["PCKh/pelvis"] == 80.0
@@ -114,7 +114,7 @@ def test_perturbations_flip_exactly_the_expected_joints(tmp_path):
     assert table["Mean@0.1"] == pytest.approx(100.0 * 63 / 66, abs=1e-12)
     # Threshold 0.11 (the official "Mean@0.1" column) names itself.
     ev11 = MpiiPCKhEvaluator(write_gt(tmp_path / "gt_valid.mat"), low_threshold=0.11)
-    ev11.process(np.arange(5), preds)
+    ev11.add(np.arange(5), preds)
     assert ev11.evaluate()["Mean@0.11"] == pytest.approx(100.0 * 63 / 66, abs=1e-12)
 
 
@@ -137,7 +137,7 @@ def test_column_arithmetic_hand_worked():
 
 def test_test_split_writes_pred_mat_only(tmp_path):
     ev = MpiiPCKhEvaluator(None, str(tmp_path / "out"))
-    ev.process(np.arange(5), zero_based_gt())
+    ev.add(np.arange(5), zero_based_gt())
     assert ev.evaluate() == {"scored": False}
     np.testing.assert_allclose(loadmat(str(tmp_path / "out" / "pred.mat"))["preds"], sample()[0])
 
@@ -152,8 +152,8 @@ def test_bad_inputs_name_the_file_and_field(tmp_path):
     with pytest.raises(FileNotFoundError, match="gt_file"):
         MpiiPCKhEvaluator(str(tmp_path / "missing.mat"))
     ev = MpiiPCKhEvaluator(write_gt(tmp_path / "c.mat"))
-    ev.process([0, 1, 2, 3, 3], np.zeros((5, 16, 2)))
+    ev.add([0, 1, 2, 3, 3], np.zeros((5, 16, 2)))
     with pytest.raises(ValueError, match="1 given twice or more, 1 missing"):
         ev.evaluate()
     with pytest.raises(ValueError, match="keypoints has shape"):
-        ev.process([0], np.zeros((1, 17, 2)))
+        ev.add([0], np.zeros((1, 17, 2)))
