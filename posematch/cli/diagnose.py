@@ -104,7 +104,9 @@ def run(cfg: DictConfig) -> dict:
     dataset = instantiate(train_cfg.data.val)
     spec = instantiate(train_cfg.data.spec)
     evaluator = instantiate(train_cfg.data.evaluator, results_name="diagnosis_results.json")
+    # The run's test time (conf/test/); runs from before that group kept it in the trainer.
     trainer = train_cfg.get("trainer", {})
+    test = train_cfg.get("test", {})
     report = diagnose(
         model,
         dataset,
@@ -114,8 +116,8 @@ def run(cfg: DictConfig) -> dict:
         device,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
-        flip=bool(trainer.get("flip_test", True)),
-        shift=bool(trainer.get("shift_heatmap", True)),
+        flip=bool(test.get("flip", trainer.get("flip_test", True))),
+        shift=bool(test.get("shift", trainer.get("shift_heatmap", True))),
     )
     report = {
         "run": str(run_dir),

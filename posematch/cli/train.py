@@ -27,7 +27,9 @@ from posematch.cli.run_record import check_resume, run_info, write_record
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
 from posematch.engine.optim import OptimizerSettings
-from posematch.engine.trainer import Preempted, fit
+from posematch.engine.settings import RunFolder, Validation
+from posematch.engine.signals import Preempted
+from posematch.engine.trainer import fit
 
 log = logging.getLogger("posematch.train")
 
@@ -48,28 +50,31 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     geometry = codec.geometry
     check_geometry(model, geometry.input_size, geometry.heatmap_size, cfg.data.get("num_keypoints"))
     train_set = instantiate(cfg.data.train)
-    val_set = instantiate(cfg.data.val) if cfg.validate else None
-    evaluator = instantiate(cfg.data.evaluator) if cfg.validate else None
     spec = instantiate(cfg.data.spec)
 
-    optimizer = OptimizerSettings(
+    optim = OptimizerSettings(
         make=instantiate(cfg.optim.optimizer),
         lr=cfg.optim.optimizer.lr,
         no_decay=tuple(cfg.optim.get("no_decay") or ()),
         base_batch=cfg.optim.get("base_batch"),
+        schedule=instantiate(cfg.schedule) if cfg.get("schedule") else None,
     )
-
+    validation = None
+    if cfg.validate:
+        validation = Validation(
+            dataset=instantiate(cfg.data.val),
+            codec=codec,
+            evaluator=instantiate(cfg.data.evaluator),
+            flip_perm=spec.flip_permutation() if cfg.test.flip else None,
+            shift=bool(cfg.test.shift),
+        )
     return {
         "settings": settings,
         "model": model,
         "loss_fn": loss_fn,
-        "codec": codec,
         "train_set": train_set,
-        "val_set": val_set,
-        "evaluator": evaluator,
-        "optimizer": optimizer,
-        "scheduler_fn": instantiate(cfg.schedule) if cfg.get("schedule") else None,
-        "flip_perm": spec.flip_permutation() if settings.flip_test else None,
+        "optim": optim,
+        "validation": validation,
     }
 
 
@@ -107,17 +112,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         parts["model"],
         parts["loss_fn"],
         parts["train_set"],
-        parts["optimizer"],
+        parts["optim"],
         parts["settings"],
-        run_dir,
+        RunFolder(run_dir, resume=cfg.resume, describe=describe(cfg)),
         device,
-        scheduler_fn=parts["scheduler_fn"],
-        val_set=parts["val_set"],
-        codec=parts["codec"],
-        evaluator=parts["evaluator"],
-        flip_perm=parts["flip_perm"],
-        resume=cfg.resume,
-        describe=describe(cfg),
+        validation=parts["validation"],
     )
     dist.shutdown()
     return summary

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from posematch.engine import dist
-from posematch.engine.workers import ignore_stop_signals
+from posematch.engine.signals import ignore_stop_signals
 from posematch.evaluation.diagnosis import heatmap_health as health_summary
 from posematch.inference import predict_loader
 from posematch.types import Batch, Codec, Evaluator, Predictions

@@ -1,9 +1,14 @@
-"""The optimizer of a training run: parameter groups and learning-rate scaling, in one place.
+"""The optimizer of a training run and its learning-rate schedule, in one place.
 
 ``OptimizerSettings.build(model, global_batch)`` hands the optimizer exactly the model's trainable
 parameters, split into a weight-decay group and a no-decay group (parameter names containing one of
 ``no_decay``: HRFormer's relative-position bias tables), at the learning rate scaled linearly to the
 global batch when ``base_batch`` is set (Goyal et al. 2017: lr x global batch / base batch).
+
+The schedule is torch's: a per-epoch scheduler (``OptimizerSettings.schedule``, e.g. ``MultiStepLR``
+at the official epochs) and, for a linear warm-up, a ``LinearLR`` stepped once per training step
+(``warmup``), chained on the same optimizer as torchvision's detection references do: each
+multiplies the learning rate it finds, so their factors compose.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LinearLR, LRScheduler
 
 log = logging.getLogger("posematch.train")
 
@@ -43,12 +49,15 @@ class OptimizerSettings:
         ``optim.optimizer.lr``).
     no_decay: substrings of parameter names trained without weight decay.
     base_batch: global batch that ``lr`` was tuned for; None keeps ``lr`` at any batch.
+    schedule: ``optimizer -> scheduler`` stepped once per epoch (a partial of a torch scheduler,
+        the config's ``schedule`` group), or None for a constant rate.
     """
 
     make: Callable[..., torch.optim.Optimizer]
     lr: float
     no_decay: tuple[str, ...] = ()
     base_batch: int | None = None
+    schedule: Callable[[torch.optim.Optimizer], LRScheduler] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -76,3 +85,13 @@ class OptimizerSettings:
         if lr != self.lr:
             log.info("lr scaled to %.3g for a global batch of %d", lr, global_batch)
         return self.make(param_groups(model, self.no_decay), lr=lr)
+
+
+def warmup(optimizer: torch.optim.Optimizer, iters: int, ratio: float) -> LinearLR | None:
+    """Linear warm-up from ``ratio`` x lr to lr over ``iters`` training steps, or None when
+    ``iters`` is 0. Step it after each optimizer step until ``last_epoch`` reaches ``iters``.
+    Build it after the per-epoch scheduler and before loading any resume state: building it scales
+    the optimizer's current rate by ``ratio``."""
+    if iters <= 0:
+        return None
+    return LinearLR(optimizer, start_factor=ratio, end_factor=1.0, total_iters=iters)

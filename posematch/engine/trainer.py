@@ -1,7 +1,7 @@
 """The training loop: plain functions over already-built objects (no hooks, no Hydra).
 
 ``fit`` trains epoch by epoch with the official recipe's pieces given to it (optimizer, per-epoch
-scheduler), on CPU or CUDA, in one process or under torchrun (DistributedDataParallel; the global
+scheduler and per-step warm-up: ``posematch.engine.optim``; the options: ``posematch.engine.settings``), on CPU or CUDA, in one process or under torchrun (DistributedDataParallel; the global
 batch is ``batch_size`` x world size, and every rank sees its share of the same shuffled order, so
 the run equals a one-process run of the same global batch). It validates every ``val_every`` epochs
 through ``posematch.engine.evaluate`` (the metrics plus the health of the non-flipped validation
@@ -19,79 +19,36 @@ the same shuffled order, and on CPU the finished run equals the uninterrupted on
 torchrun every rank stops after the same step (the flag is all-reduced each step), the running loss
 sums are all-reduced into the checkpoint, and a signal sent to the whole process group (torchrun's
 agent, a terminal's Ctrl-C) reaches the ranks but not their loader workers
-(``posematch.engine.workers``).
+(``posematch.engine.signals``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import signal
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from posematch.data.topdown import TopDownDataset
 from posematch.engine import checkpoint, dist
 from posematch.engine.evaluate import evaluate
 from posematch.engine.logging import RunLogger
-from posematch.engine.optim import OptimizerSettings
-from posematch.engine.workers import ignore_stop_signals
-from posematch.types import Batch, Codec, Evaluator, Loss
+from posematch.engine.optim import OptimizerSettings, warmup
+from posematch.engine.settings import RunFolder, TrainerSettings, Validation
+from posematch.engine.signals import Preempted, StopFlag, ignore_stop_signals
+from posematch.types import Batch, Loss
 
 log = logging.getLogger("posematch.train")
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class Preempted(Exception):
-    """Training stopped on a signal after writing a mid-epoch ``last.pth``; ``exit_code`` is
-    ``128 + signal`` (143 SIGTERM, 130 SIGINT)."""
-
-    def __init__(self, signum: int, checkpoint: Path) -> None:
-        super().__init__(f"stopped by signal {signum}: resume from {checkpoint} with resume=auto")
-        self.signum = signum
-        self.exit_code = 128 + signum
-        self.checkpoint = checkpoint
-
-
-class _SignalFlag:
-    """Records SIGTERM / SIGINT instead of dying mid-step; the old handlers come back on exit."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _SignalFlag:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():  # signals reach only the main one
-            for sig in PREEMPT_SIGNALS:
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        log.warning("signal %d: finishing the current step, then saving last.pth", signum)
-        self.signum = signum
-
-    def __exit__(self, *_exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def agreed(self, device: torch.device) -> int:
-        """The signal to stop on, the same on every rank (the largest any rank received)."""
-        if not dist.is_distributed():
-            return self.signum
-        flag = torch.tensor([self.signum], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag.item())
 
 
 class _ResumableSampler(torch.utils.data.Sampler[int]):
@@ -112,64 +69,6 @@ class _ResumableSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.sampler) - self.skip
-
-
-@dataclass
-class TrainerSettings:
-    """Options of ``fit``.
-
-    epochs: epochs to train. batch_size: samples per process per step. num_workers: loader workers
-    per process. amp: ``none``, ``bf16`` or ``fp16`` (fp16 uses a grad scaler; the matching loss
-    computes in float32 regardless). grad_clip: max gradient norm, or None. val_every: validate
-    every this many epochs (and after the last). monitor: metric that picks ``best.pth`` (higher is
-    better: ``AP`` for COCO, ``Mean`` for MPII). seed: seeds model init, shuffling and augmentation.
-    warmup_iters / warmup_ratio: linear learning-rate warm-up from ``ratio`` x lr. sync_bn: convert
-    BatchNorm to SyncBatchNorm under DDP. flip_test / shift_heatmap: validation flip test.
-    max_steps_per_epoch: cap on steps (smoke runs); None = the whole epoch.
-    """
-
-    epochs: int = 210
-    batch_size: int = 32
-    num_workers: int = 4
-    amp: str = "none"
-    grad_clip: float | None = None
-    val_every: int = 10
-    monitor: str = "AP"
-    seed: int = 0
-    warmup_iters: int = 0
-    warmup_ratio: float = 0.001
-    sync_bn: bool = False
-    flip_test: bool = True
-    shift_heatmap: bool = True
-    log_every: int = 50
-    max_steps_per_epoch: int | None = None
-
-    def __post_init__(self) -> None:
-        # Hydra hands over whatever the command line said (trainer.epochs=abc, =2.5): name it.
-        ints = ("epochs", "batch_size", "val_every", "log_every", "num_workers", "seed")
-        for name in (*ints, "warmup_iters", "max_steps_per_epoch"):
-            value = getattr(self, name)
-            if value is None and name == "max_steps_per_epoch":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"trainer.{name}={value!r}: expected an integer")
-        for name in ("warmup_ratio", "grad_clip"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise ValueError(f"trainer.{name}={value!r}: expected a number")
-        for name in ("epochs", "batch_size", "val_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"trainer.{name}={getattr(self, name)}: must be at least 1")
-        if self.num_workers < 0:
-            raise ValueError(f"trainer.num_workers={self.num_workers}: must be >= 0")
-        if self.amp not in AMP_DTYPES:
-            raise ValueError(f"trainer.amp={self.amp!r}: expected one of {tuple(AMP_DTYPES)}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"trainer.grad_clip={self.grad_clip}: must be positive or null")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ValueError("trainer.max_steps_per_epoch: must be at least 1 or null")
 
 
 def train_loader(dataset: Dataset, settings: TrainerSettings, device: torch.device) -> DataLoader:
@@ -195,13 +94,6 @@ def train_loader(dataset: Dataset, settings: TrainerSettings, device: torch.devi
     )
 
 
-def _warmup_factor(step: int, settings: TrainerSettings) -> float:
-    if step >= settings.warmup_iters:
-        return 1.0
-    alpha = step / settings.warmup_iters
-    return settings.warmup_ratio * (1 - alpha) + alpha
-
-
 def train_one_epoch(
     model: nn.Module,
     loss_fn: Loss,
@@ -213,12 +105,15 @@ def train_one_epoch(
     epoch: int,
     step: int,
     logger: RunLogger,
-    flag: _SignalFlag | None = None,
+    flag: StopFlag | None = None,
     partial: dict[str, Any] | None = None,
+    warmup: LRScheduler | None = None,
 ) -> tuple[float, int, dict[str, float]] | dict[str, Any]:
     """One epoch; returns the mean loss over all ranks, the new global step and extra stats; or,
     when ``flag`` caught a signal, the epoch's partial state (``batch``, ``total``, ``stats_sum``,
-    ``step``, ``signum``) after the current step. ``partial``: such a state to continue from."""
+    ``step``, ``signum``) after the current step. ``partial``: such a state to continue from.
+    ``warmup``: a per-step scheduler (``posematch.engine.optim.warmup``), stepped after each
+    optimizer step until its ``total_iters``."""
     model.train()
     loader.sampler.set_epoch(epoch)
     loader.dataset.set_epoch(epoch)
@@ -239,19 +134,9 @@ def train_one_epoch(
     if settings.max_steps_per_epoch is not None:
         steps = min(steps, settings.max_steps_per_epoch)
     progress = logger.progress(steps, f"epoch {epoch + 1}")
-    # The scheduler's lr for this epoch; warm-up scales it and hands it back unchanged, so that a
-    # per-epoch scheduler (MultiStepLR multiplies the lr it finds) never sees a warm-up value.
-    scheduled = [group["lr"] for group in optimizer.param_groups]
     for i, batch in enumerate(loader, start=start):
         if i >= steps:
             break
-        if step < settings.warmup_iters:
-            factor = _warmup_factor(step, settings)
-            for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
-                group["lr"] = lr * factor
-        elif settings.warmup_iters and step == settings.warmup_iters:
-            for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
-                group["lr"] = lr
         images = batch.image.to(device, non_blocking=True)
         target = batch.target.to(device, non_blocking=True)
         weight = batch.target_weight.to(device, non_blocking=True)
@@ -276,6 +161,8 @@ def train_one_epoch(
             scaler.update()
         else:
             optimizer.step()
+        if warmup is not None and warmup.last_epoch < warmup.total_iters:
+            warmup.step()
         total += torch.stack([loss.detach().double(), torch.ones((), device=device).double()])
         for key, value in out.stats.items():
             stats_sum[key] = stats_sum.get(key, 0.0) + value
@@ -287,40 +174,40 @@ def train_one_epoch(
             progress.close()
             if dist.is_distributed():  # every rank stops after this same step: a safe collective
                 torch.distributed.all_reduce(total)
-            for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
-                group["lr"] = lr
             return {"batch": i + 1, "total": total.cpu(), "stats_sum": stats_sum, "step": step,
                     "signum": signum}  # fmt: skip
     progress.close()
-    for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
-        group["lr"] = lr
     if steps:
         logger.heatmaps(epoch + 1, images[0], heatmaps[0], target[0], weight[0])
     if dist.is_distributed():
         torch.distributed.all_reduce(total)
     mean_loss = (total[0] / total[1].clamp_min(1)).item()
-    extra = {"lr": optimizer.param_groups[0]["lr"]}
+    extra = {"lr": optimizer.param_groups[0]["lr"]}  # of the epoch's last step
     extra.update({key: value / max(steps, 1) for key, value in stats_sum.items()})
     return mean_loss, step, extra
 
 
 def _state(
-    model, optimizer, scheduler, scaler, epoch, best, step, history, partial=None, config=None
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedulers: dict[str, LRScheduler | None],
+    scaler: torch.amp.GradScaler | None,
+    progress: dict[str, Any],
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The resume state; ``epoch`` counts finished epochs, ``partial`` is the unfinished one's
-    position and running sums (None at an epoch boundary), ``config`` what the model is (``fit``'s
-    ``describe``; the key is left out when None)."""
+    """The resume state. ``schedulers``: ``scheduler`` (per epoch) and ``warmup`` (per step), each
+    saved as its state dict or None. ``progress``: ``epoch`` (finished epochs), ``step``, ``best``,
+    ``history`` and ``partial`` (the unfinished epoch's position and running sums, None at an epoch
+    boundary). ``config``: what the model is (``RunFolder.describe``; the key is left out when
+    None)."""
     return {
         **({"config": config} if config is not None else {}),
-        "partial": partial,
         "model": checkpoint.unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        **{k: v.state_dict() if v is not None else None for k, v in schedulers.items()},
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "epoch": epoch,
-        "step": step,
-        "best": best,
-        "history": history,
+        "partial": None,
+        **progress,
         "rng": checkpoint.rng_state(),
     }
 
@@ -329,17 +216,11 @@ def fit(
     model: nn.Module,
     loss_fn: Loss,
     train_set: Dataset,
-    optimizer_fn: OptimizerSettings | Callable[..., torch.optim.Optimizer],
+    optim: OptimizerSettings,
     settings: TrainerSettings,
-    run_dir: str | Path,
+    run: RunFolder,
     device: torch.device,
-    scheduler_fn: Callable[..., Any] | None = None,
-    val_set: Dataset | None = None,
-    codec: Codec | None = None,
-    evaluator: Evaluator | None = None,
-    flip_perm: Sequence[int] | None = None,
-    resume: str | None = None,
-    describe: dict[str, Any] | None = None,
+    validation: Validation | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` and return a summary (epochs, final loss, best metric, paths).
 
@@ -348,38 +229,30 @@ def fit(
         loss_fn: a ``posematch.types.Loss``: ``with_stats(heatmaps, target, target_weight)`` gives
             the scalar and its statistics (averaged per epoch into the record, e.g.
             ``sinkhorn_iters``).
-        optimizer_fn: ``OptimizerSettings`` (parameter groups without decay, lr scaled to the
-            global batch: ``posematch.engine.optim``), or a plain ``params -> optimizer`` callable
-            (an optimizer class or partial), given ``model.parameters()``.
-        scheduler_fn: ``optimizer -> per-epoch scheduler`` or None.
-        val_set, codec, evaluator: validation (skipped when val_set is None).
-        flip_perm: joint permutation for the validation flip test.
-        resume: None (fresh), ``"auto"`` (``run_dir/last.pth`` when present) or a checkpoint path.
-        describe: plain values saying what the model is (the resolved ``model``, ``codec`` and
-            ``data`` configs), stored as ``config`` in ``last.pth`` and ``best.pth`` (then
-            ``{"model": weights, "config": ...}``) so a checkpoint alone can be used; None keeps
-            ``best.pth`` a bare state dict.
+        train_set: yields ``posematch.types.Sample``s.
+        optim: the optimizer over the model's parameters (no-decay groups, lr scaled to the global
+            batch) and its per-epoch schedule (``posematch.engine.optim``).
+        settings: the loop's options, warm-up included.
+        run: the run folder, what to resume from and what the model is.
+        validation: what to validate with, or None for no validation.
     """
-    run_dir = Path(run_dir)
+    run_dir = run.path
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = (
-            True  # fixed input sizes: let cuDNN pick its fastest kernels
-        )
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: cuDNN picks its fastest kernels
     model = model.to(device)
     if dist.is_distributed() and settings.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if isinstance(optimizer_fn, OptimizerSettings):
-        optimizer = optimizer_fn.build(model, settings.batch_size * dist.world_size())
-    else:
-        optimizer = optimizer_fn(model.parameters())
-    scheduler = scheduler_fn(optimizer) if scheduler_fn is not None else None
+    optimizer = optim.build(model, settings.batch_size * dist.world_size())
+    # Per-epoch scheduler first, then the per-step warm-up, then any resume state (see ``warmup``).
+    scheduler = optim.schedule(optimizer) if optim.schedule is not None else None
+    warmup_sched = warmup(optimizer, settings.warmup_iters, settings.warmup_ratio)
     use_scaler = settings.amp == "fp16" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     start_epoch, step, best = 0, 0, -math.inf
     history: list[float] = []
     partial: dict[str, Any] | None = None
 
-    resume_path = _resume_path(resume, run_dir)
+    resume_path = _resume_path(run.resume, run_dir)
     if resume_path is not None:
         state = checkpoint.load_resume_state(resume_path, map_location=device)
         model.load_state_dict(state["model"])
@@ -389,11 +262,14 @@ def fit(
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
         start_epoch, step, best = state["epoch"], state["step"], state["best"]
+        if warmup_sched is not None:
+            _resume_warmup(warmup_sched, state, step)
         history = list(state["history"])
         partial = state.get("partial")
         checkpoint.set_rng_state(state["rng"])
         where = f", batch {partial['batch']}" if partial else ""
         log.info("resumed from %s at epoch %d%s", resume_path, start_epoch, where)
+    schedulers = {"scheduler": scheduler, "warmup": warmup_sched}
 
     wrapped: nn.Module = model
     if dist.is_distributed():
@@ -411,20 +287,21 @@ def fit(
     )
     # A run killed after logging an epoch but before its checkpoint redoes that epoch: one line each.
     logger.keep_epochs(start_epoch)
-    flag = _SignalFlag().__enter__()
+    flag = StopFlag().__enter__()
     try:
         for epoch in range(start_epoch, settings.epochs):
             result = train_one_epoch(
                 wrapped, loss_fn, loader, optimizer, scaler, settings, device, epoch, step, logger,
-                flag, partial,
+                flag, partial, warmup_sched,
             )  # fmt: skip
             partial = None
             if isinstance(result, dict):  # a signal: save where we are and stop
                 path = run_dir / "last.pth"
                 if dist.is_main():
                     part = {k: result[k] for k in ("batch", "total", "stats_sum")}
-                    state = _state(model, optimizer, scheduler, scaler, epoch, best,
-                                   result["step"], history, part, describe)  # fmt: skip
+                    progress = {"epoch": epoch, "step": result["step"], "best": best,
+                                "history": history, "partial": part}  # fmt: skip
+                    state = _state(model, optimizer, schedulers, scaler, progress, run.describe)
                     checkpoint.atomic_save(state, path)
                     log.warning("saved %s at epoch %d, batch %d", path, epoch + 1, result["batch"])
                 dist.barrier()
@@ -441,12 +318,13 @@ def fit(
                 log.warning("epoch %d: %d records skipped so far", epoch + 1, skipped)
                 record["skipped"] = skipped
             last = epoch + 1 == settings.epochs
-            if val_set is not None and ((epoch + 1) % settings.val_every == 0 or last):
+            if validation is not None and ((epoch + 1) % settings.val_every == 0 or last):
                 # The record also gets val/dead_share, val/top_mass, val/window_mass: the health
                 # of the non-flipped validation heatmaps, so a dying run shows while it happens.
                 metrics = evaluate(
-                    model, val_set, codec, evaluator, device, settings.batch_size,
-                    settings.num_workers, flip_perm, settings.shift_heatmap, heatmap_health=True,
+                    model, validation.dataset, validation.codec, validation.evaluator, device,
+                    settings.batch_size, settings.num_workers, validation.flip_perm,
+                    validation.shift, heatmap_health=True,
                 )  # fmt: skip
                 metrics = dist.broadcast_object(metrics)
                 record.update({f"val/{k}": v for k, v in metrics.items() if k != "scored"})
@@ -455,15 +333,13 @@ def fit(
                     best = float(value)
                     if dist.is_main():
                         weights = checkpoint.unwrap(model).state_dict()
-                        best_file = weights if describe is None else {"model": weights,
-                                                                      "config": describe}  # fmt: skip
+                        best_file = weights if run.describe is None else {
+                            "model": weights, "config": run.describe}  # fmt: skip
                         checkpoint.atomic_save(best_file, run_dir / "best.pth")
             if dist.is_main():
                 logger.epoch(record)
-                state = _state(
-                    model, optimizer, scheduler, scaler, epoch + 1, best, step, history,
-                    config=describe,
-                )  # fmt: skip
+                progress = {"epoch": epoch + 1, "step": step, "best": best, "history": history}
+                state = _state(model, optimizer, schedulers, scaler, progress, run.describe)
                 checkpoint.atomic_save(state, run_dir / "last.pth")
             dist.barrier()
     finally:
@@ -476,6 +352,22 @@ def fit(
         "best": best if best > -math.inf else None,
         "run_dir": str(run_dir),
     }
+
+
+def _resume_warmup(warmup_sched: LRScheduler, state: dict[str, Any], step: int) -> None:
+    """The warm-up's position from a resume state. A checkpoint from before the warm-up was a torch
+    scheduler holds the un-warmed rate and no ``warmup`` entry: replay the warm-up's ``step``
+    steps on that rate (the same factors as the old hand-written warm-up)."""
+    if state.get("warmup") is not None:
+        warmup_sched.load_state_dict(state["warmup"])
+        return
+    for group in warmup_sched.optimizer.param_groups:
+        group["lr"] *= warmup_sched.start_factor
+    warmup_sched.last_epoch = 0
+    with warnings.catch_warnings():  # torch warns of scheduler steps before optimizer steps
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(min(step, warmup_sched.total_iters)):
+            warmup_sched.step()
 
 
 def _resume_path(resume: str | None, run_dir: Path) -> Path | None:

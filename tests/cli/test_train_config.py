@@ -12,6 +12,7 @@ from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 
 from posematch.cli.train import build
+from posematch.keypoints import COCO
 from tests.conftest import REPO
 from tests.engine.tiny import synthetic_set
 
@@ -77,7 +78,16 @@ def test_every_experiment_composes_and_instantiates_its_model_loss_and_codec(exp
 def test_build_makes_every_part_from_the_real_config(tmp_path):
     cfg = _compose([*_synthetic_overrides(tmp_path / "s"), "model=hrnet_small"])
     parts = build(cfg)
-    assert len(parts["train_set"]) > 0 and parts["flip_perm"] is not None
+    assert len(parts["train_set"]) > 0
+    # The test group's flip and shift reach validation.
+    validation = parts["validation"]
+    assert list(validation.flip_perm) == COCO.flip_permutation() and validation.shift
+    assert len(validation.dataset) > 0
+    off = build(_compose([*_synthetic_overrides(tmp_path / "s"), "test.flip=false"]))
+    assert off["validation"].flip_perm is None
+    schedule = parts["optim"].schedule
+    assert schedule.func is torch.optim.lr_scheduler.MultiStepLR
+    assert schedule.keywords["milestones"] == [170, 200]
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
-from functools import partial
 from pathlib import Path
 
 import torch
 
 from posematch.engine import dist
-from posematch.engine.trainer import TrainerSettings, fit
+from posematch.engine.optim import OptimizerSettings
+from posematch.engine.settings import RunFolder, TrainerSettings
+from posematch.engine.trainer import fit
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
 from tests.engine.tiny import synthetic_set, tiny_model
 
@@ -41,7 +42,7 @@ def main(data_dir: str, run_dir: str, global_batch: int, die_rank: int | None = 
     settings = TrainerSettings(epochs=2, batch_size=per_rank, num_workers=0, seed=5)
     loss = SinkhornMatchingLoss() if die_rank is None else DyingLoss(die_rank)
     fit(tiny_model(), loss, synthetic_set(Path(data_dir)),
-        partial(torch.optim.SGD, lr=0.05), settings, run_dir, device)  # fmt: skip
+        OptimizerSettings(torch.optim.SGD, lr=0.05), settings, RunFolder(run_dir), device)  # fmt: skip
     dist.shutdown()
 
 

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from posematch.engine import checkpoint
-from posematch.engine.trainer import TrainerSettings, fit
+from posematch.engine.optim import OptimizerSettings
+from posematch.engine.settings import RunFolder, TrainerSettings, Validation
+from posematch.engine.trainer import fit
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
 from posematch.types import LossOutput
 from tests.engine.tiny import synthetic_set, tiny_model
@@ -19,19 +21,18 @@ from tests.engine.tiny import synthetic_set, tiny_model
 
 def _fit(run_dir, data, epochs, resume=None, **kw):
     settings = TrainerSettings(epochs=epochs, batch_size=4, num_workers=0, seed=3, **kw)
-    return fit(
-        tiny_model(), SinkhornMatchingLoss(), data, partial(torch.optim.Adam, lr=1e-2), settings,
-        run_dir, torch.device("cpu"),
-        scheduler_fn=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2], gamma=0.1),
-        resume=resume,
-    )  # fmt: skip
+    schedule = partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2], gamma=0.1)
+    optim = OptimizerSettings(torch.optim.Adam, lr=1e-2, schedule=schedule)
+    return fit(tiny_model(), SinkhornMatchingLoss(), data, optim, settings,
+               RunFolder(run_dir, resume=resume), torch.device("cpu"))  # fmt: skip
 
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     data = synthetic_set(tmp_path / "synthetic")
-    whole = _fit(tmp_path / "whole", data, epochs=3)
-    _fit(tmp_path / "split", data, epochs=2)  # the run "stops" after epoch 2's checkpoint
-    resumed = _fit(tmp_path / "split", data, epochs=3, resume="auto")
+    # 3 steps per epoch: the stop after epoch 2 (step 6) is in the middle of the 8-step warm-up.
+    whole = _fit(tmp_path / "whole", data, epochs=3, warmup_iters=8)
+    _fit(tmp_path / "split", data, epochs=2, warmup_iters=8)  # the run "stops" after epoch 2
+    resumed = _fit(tmp_path / "split", data, epochs=3, resume="auto", warmup_iters=8)
     assert resumed["history"] == whole["history"]
     a = checkpoint.load(tmp_path / "whole" / "last.pth")
     b = checkpoint.load(tmp_path / "split" / "last.pth")
@@ -39,8 +40,25 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 3
+    assert a["warmup"]["last_epoch"] == b["warmup"]["last_epoch"] == 8
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_checkpoint_from_before_the_torch_warmup_resumes_mid_warmup(tmp_path):
+    # Such a checkpoint holds the schedule's rate without the warm-up factor and no "warmup" entry.
+    data = synthetic_set(tmp_path / "synthetic")
+    whole = _fit(tmp_path / "whole", data, epochs=3, warmup_iters=8)
+    _fit(tmp_path / "split", data, epochs=2, warmup_iters=8)
+    state = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
+    del state["warmup"]
+    state["optimizer"]["param_groups"][0]["lr"] = 1e-3  # 1e-2 x 0.1 after the milestone at 2
+    checkpoint.atomic_save(state, tmp_path / "split" / "last.pth")
+    resumed = _fit(tmp_path / "split", data, epochs=3, resume="auto", warmup_iters=8)
+    assert resumed["history"] == pytest.approx(whole["history"], rel=1e-5)
+    lr = checkpoint.load(tmp_path / "split" / "last.pth")["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-3, rel=1e-12)  # the warm-up ended at step 8, in epoch 3
 
 
 def test_training_lowers_the_loss(tmp_path):
@@ -68,8 +86,8 @@ def test_non_finite_loss_stops_training(tmp_path):
 
     settings = TrainerSettings(epochs=1, batch_size=4, num_workers=0)
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
-        fit(tiny_model(), Exploding(), data, partial(torch.optim.Adam, lr=1e-3), settings,
-            tmp_path / "run", torch.device("cpu"))  # fmt: skip
+        fit(tiny_model(), Exploding(), data, OptimizerSettings(torch.optim.Adam, lr=1e-3), settings,
+            RunFolder(tmp_path / "run"), torch.device("cpu"))  # fmt: skip
 
 
 def test_loss_statistics_leave_with_the_value_and_are_averaged_per_epoch(tmp_path):
@@ -83,8 +101,8 @@ def test_loss_statistics_leave_with_the_value_and_are_averaged_per_epoch(tmp_pat
             return LossOutput(out.value, {**out.stats, "probe": float(len(seen))})
 
     settings = TrainerSettings(epochs=2, batch_size=4, num_workers=0)
-    fit(tiny_model(), Probed(), data, partial(torch.optim.Adam, lr=1e-3), settings,
-        tmp_path / "run", torch.device("cpu"))  # fmt: skip
+    fit(tiny_model(), Probed(), data, OptimizerSettings(torch.optim.Adam, lr=1e-3), settings,
+        RunFolder(tmp_path / "run"), torch.device("cpu"))  # fmt: skip
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = len(seen) // 2
     assert [r["probe"] for r in records] == [(1 + steps) / 2, (steps + 1 + 2 * steps) / 2]
@@ -155,10 +173,11 @@ def test_warmup_scales_the_first_steps_and_leaves_the_epoch_schedule_alone(tmp_p
     settings = TrainerSettings(
         epochs=4, batch_size=4, num_workers=0, seed=3, warmup_iters=3, warmup_ratio=0.1
     )
+    schedule = partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2], gamma=0.1)
     fit(
-        tiny_model(), SinkhornMatchingLoss(), data, partial(Recording, lr=1e-2), settings,
-        tmp_path / "run", torch.device("cpu"),
-        scheduler_fn=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2], gamma=0.1),
+        tiny_model(), SinkhornMatchingLoss(), data,
+        OptimizerSettings(Recording, lr=1e-2, schedule=schedule), settings,
+        RunFolder(tmp_path / "run"), torch.device("cpu"),
     )  # fmt: skip
     per_epoch = len(seen) // 4
     assert per_epoch > 3
@@ -201,8 +220,8 @@ def test_amp_steps_run_the_model_in_half_precision_and_keep_the_loss_fp32(tmp_pa
             return out
 
     settings = TrainerSettings(epochs=1, batch_size=4, num_workers=0, amp=amp)
-    summary = fit(model, Recorded(), data, partial(torch.optim.Adam, lr=1e-3), settings,
-                  tmp_path / "run", torch.device("cpu"))  # fmt: skip
+    summary = fit(model, Recorded(), data, OptimizerSettings(torch.optim.Adam, lr=1e-3), settings,
+                  RunFolder(tmp_path / "run"), torch.device("cpu"))  # fmt: skip
     assert math.isfinite(summary["history"][0])
     assert ("head", half) in seen and ("loss", torch.float32) in seen
     assert all(dtype == torch.float32 for kind, dtype in seen if kind == "loss")
@@ -217,8 +236,8 @@ def test_grad_clip_bounds_the_update_norm(tmp_path):
         before = [p.detach().clone() for p in model.parameters()]
         settings = TrainerSettings(epochs=1, batch_size=4, num_workers=0, max_steps_per_epoch=1,
                                    grad_clip=clip)  # fmt: skip
-        fit(model, SinkhornMatchingLoss(), data, partial(torch.optim.SGD, lr=1.0), settings,
-            tmp_path / f"run_{clip}", torch.device("cpu"))  # fmt: skip
+        fit(model, SinkhornMatchingLoss(), data, OptimizerSettings(torch.optim.SGD, lr=1.0), settings,
+            RunFolder(tmp_path / f"run_{clip}"), torch.device("cpu"))  # fmt: skip
         # One plain SGD step at lr 1: the update is the gradient, its norm the clipped norm.
         return torch.cat([(p.detach() - b).flatten() for p, b in
                           zip(model.parameters(), before, strict=True)]).norm().item()  # fmt: skip
@@ -254,9 +273,9 @@ def test_best_pth_holds_the_weights_of_the_epoch_with_the_best_monitored_metric(
     def train(run, scores):
         settings = TrainerSettings(epochs=len(scores), batch_size=4, num_workers=0, seed=2,
                                    val_every=1, monitor="AP")  # fmt: skip
-        fit(tiny_model(), SinkhornMatchingLoss(), data, partial(torch.optim.Adam, lr=3e-2),
-            settings, run, torch.device("cpu"), val_set=val, codec=DotCodec(INPUT, HEATMAP),
-            evaluator=Scripted(scores))  # fmt: skip
+        fit(tiny_model(), SinkhornMatchingLoss(), data, OptimizerSettings(torch.optim.Adam, lr=3e-2),
+            settings, RunFolder(run), torch.device("cpu"),
+            Validation(val, DotCodec(INPUT, HEATMAP), Scripted(scores)))  # fmt: skip
 
     train(tmp_path / "four", [0.1, 0.5, 0.3, 0.2])  # the best epoch is the second
     train(tmp_path / "two", [0.1, 0.5])  # the same run, stopped after that epoch

@@ -1,0 +1,109 @@
+"""What ``posematch.engine.trainer.fit`` is told: the loop's options, where the run lives, and how
+it validates. Plain frozen values (``TrainerSettings`` is built by Hydra from ``conf/trainer/``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from posematch.types import Codec, Evaluator
+
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass
+class TrainerSettings:
+    """Options of ``fit``.
+
+    epochs: epochs to train. batch_size: samples per process per step. num_workers: loader workers
+    per process. amp: ``none``, ``bf16`` or ``fp16`` (fp16 uses a grad scaler; the matching loss
+    computes in float32 regardless). grad_clip: max gradient norm, or None. val_every: validate
+    every this many epochs (and after the last). monitor: metric that picks ``best.pth`` (higher is
+    better: ``AP`` for COCO, ``Mean`` for MPII). seed: seeds model init, shuffling and augmentation.
+    warmup_iters / warmup_ratio: linear learning-rate warm-up from ``ratio`` x lr over the first
+    ``warmup_iters`` steps (torch's ``LinearLR``, ``posematch.engine.optim.warmup``). sync_bn: convert
+    BatchNorm to SyncBatchNorm under DDP. log_every: steps between TensorBoard loss points.
+    max_steps_per_epoch: cap on steps (smoke runs); None = the whole epoch.
+    """
+
+    epochs: int = 210
+    batch_size: int = 32
+    num_workers: int = 4
+    amp: str = "none"
+    grad_clip: float | None = None
+    val_every: int = 10
+    monitor: str = "AP"
+    seed: int = 0
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.001
+    sync_bn: bool = False
+    log_every: int = 50
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        # Hydra hands over whatever the command line said (trainer.epochs=abc, =2.5): name it.
+        ints = ("epochs", "batch_size", "val_every", "log_every", "num_workers", "seed")
+        for name in (*ints, "warmup_iters", "max_steps_per_epoch"):
+            value = getattr(self, name)
+            if value is None and name == "max_steps_per_epoch":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"trainer.{name}={value!r}: expected an integer")
+        for name in ("warmup_ratio", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ValueError(f"trainer.{name}={value!r}: expected a number")
+        for name in ("epochs", "batch_size", "val_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name}={getattr(self, name)}: must be at least 1")
+        if self.num_workers < 0:
+            raise ValueError(f"trainer.num_workers={self.num_workers}: must be >= 0")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"trainer.amp={self.amp!r}: expected one of {AMP_MODES}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"trainer.grad_clip={self.grad_clip}: must be positive or null")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError("trainer.max_steps_per_epoch: must be at least 1 or null")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where a run keeps its files and what it starts from.
+
+    path: the run directory (``last.pth``, ``best.pth``, ``metrics.jsonl``, TensorBoard).
+    resume: None (fresh), ``"auto"`` (``path/last.pth`` when present) or a checkpoint path.
+    describe: plain values saying what the model is (the resolved ``model``, ``codec`` and ``data``
+        configs), stored as ``config`` in ``last.pth`` and ``best.pth`` (then ``{"model": weights,
+        "config": ...}``) so that a checkpoint alone can be used; None keeps ``best.pth`` a bare
+        state dict.
+    """
+
+    path: Path
+    resume: str | None = None
+    describe: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Validation during training: ``evaluator`` scores ``dataset``'s predictions, decoded by
+    ``codec``, every ``TrainerSettings.val_every`` epochs.
+
+    flip_perm: the joint permutation of the flip test (``KeypointSpec.flip_permutation()``), or
+        None for no flip test. shift: the official 1 px shift of the flipped heatmaps. Both come
+        from the ``test`` config group, which evaluation and inference read too.
+    """
+
+    dataset: Dataset
+    codec: Codec
+    evaluator: Evaluator
+    flip_perm: Sequence[int] | None = None
+    shift: bool = True
