@@ -34,8 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from posematch.cli.tables import gain, last_validation  # noqa: E402
 from posematch.evaluation.report import MISSING, paper_row  # noqa: E402
+from posematch.reporting.metrics import last_validation  # noqa: E402
+from posematch.reporting.tables import gain  # noqa: E402
 
 RUNS = (  # (label, experiment, run sub-directory)
     ("MSE (Gaussian heatmaps)", "demo/synthetic_mse", "mse"),

@@ -45,8 +45,10 @@ PUBLISHED: dict[str, tuple[float | None, float | None, float | None]] = {
 
 def build_on_meta(path: Path) -> nn.Module:
     """Instantiate a model yaml on the meta device (no memory, no weight initialisation cost)."""
+    cfg = OmegaConf.create({"data": {"num_keypoints": 17}})  # the head's ${data.num_keypoints}
+    cfg.model = OmegaConf.load(path)
     with torch.device("meta"):
-        return instantiate(OmegaConf.load(path))
+        return instantiate(cfg.model)
 
 
 def _cell(value: float, published: float | None) -> str:

@@ -49,3 +49,13 @@ def demanders_reference(dot: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndar
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+def model_config(path: Path, num_keypoints: int = 17):
+    """A ``conf/model/*.yaml`` on its own: its head's joint count (``${data.num_keypoints}``) is
+    given as a data config would give it (COCO's 17 by default)."""
+    from omegaconf import OmegaConf
+
+    root = OmegaConf.create({"data": {"num_keypoints": num_keypoints}})
+    root.model = OmegaConf.load(path)
+    return root.model

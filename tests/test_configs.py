@@ -18,9 +18,11 @@ CODECS = sorted((CONF / "codec").glob("*.yaml"))
 
 
 def _group_config(path: Path):
-    """The group option as Hydra composes it (its own defaults list included)."""
+    """The group option as Hydra composes it in posematch-train's config (its own defaults list
+    included; a codec takes its sizes from the data config there)."""
+    group = path.parent.name
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose(f"{path.parent.name}/{path.stem}")[path.parent.name]
+        return compose("train", [f"{group}={path.stem}"])[group]
 
 
 def test_every_loss_and_codec_config_names_a_posematch_class_that_exists():

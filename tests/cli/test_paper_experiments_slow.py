@@ -22,10 +22,9 @@ import pytest
 import torch
 import torchvision
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from tests.cli.test_train_config import IMAGENET_FILES
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO, SHARED_DATA, model_config
 from tests.evaluation.test_mpii import write_gt
 from tests.models.test_checkpoints import official_hrformer_names
 
@@ -72,7 +71,7 @@ def stand_in_imagenet(model_name: str, path: Path) -> None:
     if model_name == "simplebaseline_r152":
         torch.save(torchvision.models.resnet152(weights=None).state_dict(), path)
         return
-    model = instantiate(OmegaConf.load(REPO / "conf" / "model" / f"{model_name}.yaml"))
+    model = instantiate(model_config(REPO / "conf" / "model" / f"{model_name}.yaml"))
     state = model.backbone.state_dict()
     if model_name.startswith("hrformer"):
         official = official_hrformer_names(state, seed=None)

@@ -49,16 +49,16 @@ def test_train_and_eval_write_what_they_were_and_the_tables_read_it(tmp_path):
     assert scored["loss"] == facts["loss"]  # what trained the checkpoint, from its run's record
     assert scored["model"] == "hrnet_tiny" and scored["input_size"] == [64, 64]
 
-    from posematch.cli import tables
+    from posematch.reporting import runs
 
-    results = tables.collect([run, out])
+    results = runs.collect([run, out])
     assert [(r.run, r.split, r.loss.kind, r.loss.max_iters, r.setting.model, r.rank)
             for r in results] == [(run, "val", "matching", 300, "hrnet_tiny", 1),
                                   (out, "val", "matching", 300, "hrnet_tiny", 2)]  # fmt: skip
 
 
 def test_run_json_beats_path_words(tmp_path):
-    from posematch.cli import tables
+    from posematch.reporting import runs
     from posematch.runinfo import RunInfo
 
     # A synthetic run scored on its held-out split "test2017": the old path-word rule called it
@@ -67,7 +67,7 @@ def test_run_json_beats_path_words(tmp_path):
     run.mkdir()
     RunInfo(kind="train", dataset="synthetic", split="test", model="hrnet_small",
             input_size=(96, 128), loss={"kind": "mse", "target": "x"}).write(run)  # fmt: skip
-    assert tables.collect([run]) == []
+    assert runs.collect([run]) == []
     record = tmp_path / "val_run"
     record.mkdir()
     RunInfo(kind="train", dataset="synthetic", split="val", model="hrnet_small",
@@ -75,7 +75,7 @@ def test_run_json_beats_path_words(tmp_path):
     line = {"epoch": 3, "val/AP": 0.5, "val/AP50": 0.9, "val/AP75": 0.5, "val/APM": 0.4,
             "val/APL": 0.6, "val/AR": 0.55}  # fmt: skip
     (record / "metrics.jsonl").write_text(json.dumps(line) + "\n")
-    (result,) = tables.collect([record])
+    (result,) = runs.collect([record])
     assert (result.split, result.loss.kind, result.values["AP"]) == ("val", "mse", "50.0")
     assert result.source == "metrics.jsonl, epoch 3, gt boxes"
 

@@ -12,6 +12,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from posematch.cli import tables
+from posematch.reporting import render
+from posematch.reporting import tables as report_tables
 from tests.conftest import REPO
 
 COCO_KEYS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
@@ -325,7 +327,7 @@ def test_latex_escape():
         r"a\_b \& 50\% \$x\$ \#1 \{y\} \textasciitilde{} \textasciicircum{} "
         r"\textbackslash{} $\Delta$"
     )
-    assert tables.latex_escape(text) == expected
+    assert render.latex_escape(text) == expected
 
 
 def test_installed_entry_point_writes_the_files(coco_runs, tmp_path):
@@ -413,7 +415,7 @@ def test_expected_rows_are_the_experiment_configs(dataset):
         cfg = yaml.safe_load(path.read_text())
         model = next(d["override /model"] for d in cfg["defaults"] if "override /model" in d)
         found.add((model, tuple(cfg["data"]["input_size"])))
-    assert found == set(tables.EXPECTED[dataset])
+    assert found == set(report_tables.EXPECTED[dataset])
 
 
 def _caption(text: str, number: int) -> str:

@@ -126,3 +126,11 @@ def test_every_experiment_composes_for_evaluation_with_the_same_model_and_codec(
     assert evaluate.model == train.model
     assert evaluate.codec == train.codec
     assert evaluate.loss._target_ == train.loss._target_
+
+
+def test_evaluation_loads_no_training_group_unless_an_experiment_names_it():
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        plain = compose("evaluate", overrides=["checkpoint=x"])
+        demo = compose("evaluate", overrides=["checkpoint=x", "experiment=demo/synthetic_mse"])
+    assert not {"loss", "optim", "schedule", "trainer"} & set(plain)
+    assert demo.loss._target_ == "posematch.losses.mse.JointsMSELoss"

@@ -25,6 +25,7 @@ from posematch.models.checkpoints import (
 from posematch.models.heads.conv1x1 import Conv1x1Head
 from posematch.models.heads.deconv import DeconvHead
 from posematch.models.pose_model import TopDownModel
+from tests.conftest import model_config
 
 # Official key names and shapes, written from pose_hrnet.py / pose_resnet.py and the w32 yaml
 # (NUM_CHANNELS 32/64/128/256, 1/4/3 modules, 4 blocks), not derived from our modules.
@@ -353,10 +354,9 @@ MMPOSE_HRFORMER_S = {
 
 def test_mmpose_hrformer_checkpoint_loads_and_skips_unused_fusions(tmp_path):
     from hydra.utils import instantiate  # tests may use Hydra; posematch itself may not
-    from omegaconf import OmegaConf
 
     conf = Path(__file__).resolve().parents[2] / "conf" / "model" / "hrformer_small.yaml"
-    model = instantiate(OmegaConf.load(conf))
+    model = instantiate(model_config(conf))
     mmpose = {
         ("keypoint_head." + k[5:] if k.startswith("head.") else k): v.clone()
         for k, v in model.state_dict().items()
@@ -395,10 +395,9 @@ NOT_IN_OFFICIAL_HRFORMER = ("attn.attn.qkv.", "attn.attn.proj.", ".ffn.")
 
 def hrformer_small():
     from hydra.utils import instantiate  # tests may use Hydra; posematch itself may not
-    from omegaconf import OmegaConf
 
     conf = Path(__file__).resolve().parents[2] / "conf" / "model" / "hrformer_small.yaml"
-    return instantiate(OmegaConf.load(conf))
+    return instantiate(model_config(conf))
 
 
 def official_hrformer_names(

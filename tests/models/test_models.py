@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from posematch.models import stats
@@ -18,6 +17,7 @@ from posematch.models.backbones.resnet import ResNet
 from posematch.models.heads.conv1x1 import Conv1x1Head
 from posematch.models.heads.deconv import DeconvHead
 from posematch.models.pose_model import TopDownModel
+from tests.conftest import model_config
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = sorted((REPO / "conf" / "model").glob("*.yaml"))
@@ -27,7 +27,7 @@ CPU_FORWARD_MAX_GFLOPS = 2.0  # shapes on the meta device for all; also a CPU fo
 
 def build_on_meta(path: Path) -> nn.Module:
     with torch.device("meta"):
-        return instantiate(OmegaConf.load(path))
+        return instantiate(model_config(path))
 
 
 # Independent truths: HRNet README (SimpleBaseline, HRNet; GFLOPs by the official counter) and the
@@ -56,7 +56,7 @@ def test_every_published_model_has_a_config_and_every_config_an_entry():
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
 def test_config_instantiates_and_gives_heatmaps_at_stride_4(path):
-    cfg = OmegaConf.load(path)
+    cfg = model_config(path)
     with torch.device("meta"):
         meta_model = instantiate(cfg)
     assert isinstance(meta_model, TopDownModel)
@@ -78,7 +78,7 @@ def test_config_instantiates_and_gives_heatmaps_at_stride_4(path):
 def test_every_model_config_trains_forward_and_backward_reaching_every_parameter(path):
     # On the meta device (shapes only): a training-mode step of the big models costs no memory.
     with torch.device("meta"):
-        model = instantiate(OmegaConf.load(path)).train()
+        model = instantiate(model_config(path)).train()
         h, w = SIZES[0]
         model(torch.randn(2, 3, h, w)).square().sum().backward()
     unreached = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
