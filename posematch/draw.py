@@ -113,7 +113,9 @@ GT_MARK = (0, 0, 255)  # red (BGR): the ground truth in heatmap panels
 PEAK_MARK = (255, 255, 255)  # white: the prediction's maximum
 
 
-def _heatmap_pixel_to_tile(xy: np.ndarray, heatmap_wh: tuple[int, int], tile_wh: tuple[int, int]):
+def _heatmap_pixel_to_tile(
+    xy: np.ndarray, heatmap_wh: tuple[int, int], tile_wh: tuple[int, int]
+) -> np.ndarray:
     """Heatmap pixel coordinates (centre of pixel j at x=j) -> tile pixel coordinates."""
     scale = np.array(tile_wh, dtype=np.float64) / np.array(heatmap_wh, dtype=np.float64)
     return (np.asarray(xy, dtype=np.float64) + 0.5) * scale - 0.5

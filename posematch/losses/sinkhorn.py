@@ -49,6 +49,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import FunctionCtx
 
 from posematch.demanders import check_mode, make_demanders
 from posematch.types import LossOutput
@@ -62,13 +63,13 @@ class _ReluLeakyGrad(torch.autograd.Function):
     """relu(x) forward; backward with slope ``leak`` (instead of 0) where x <= 0."""
 
     @staticmethod
-    def forward(ctx, x, leak):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, leak: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.leak = leak
         return x.clamp_min(0)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (x,) = ctx.saved_tensors
         return grad * torch.where(x > 0, 1.0, ctx.leak).to(grad.dtype), None
 
@@ -154,7 +155,16 @@ class _MatchingCost(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a, cost, b, reg, max_iters, tol, info):
+    def forward(
+        ctx: FunctionCtx,
+        a: torch.Tensor,
+        cost: torch.Tensor,
+        b: torch.Tensor,
+        reg: float,
+        max_iters: int,
+        tol: float,
+        info: dict[str, int],
+    ) -> torch.Tensor:
         # Every (P, M, N) pass costs as much as a Sinkhorn iteration, so the work is arranged to
         # touch the big tensors as few times as possible (in-place ops, products as bmm).
         nearest = cost.amin(dim=-2, keepdim=True)
@@ -173,7 +183,7 @@ class _MatchingCost(torch.autograd.Function):
         return demander_cost.sum(dim=-1)
 
     @staticmethod
-    def backward(ctx, grad_value):
+    def backward(ctx: FunctionCtx, grad_value: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         a, q, colsum, row_cost, demander_cost, b = ctx.saved_tensors
         active = b > 0
         jac = torch.diag_embed(colsum) - torch.bmm(q * a.unsqueeze(-2), q.transpose(-1, -2))

@@ -5,7 +5,7 @@ loss per backbone and input size, Tables 4-5 are the matching loss's ablations
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -113,7 +113,7 @@ def size_label(size: tuple[int, int]) -> str:
     return f"{size[1]}x{size[0]}"
 
 
-def _setting_order(family: str):
+def _setting_order(family: str) -> Callable[[Setting], tuple]:
     """Sort key: the paper's rows in its order, then the others by data set, model and size."""
     expected = [Setting(family, m, s) for m, s in EXPECTED[family]]
 
@@ -238,7 +238,15 @@ def _ablation_values(values: set[Any], shown: tuple[Any, ...]) -> list[Any]:
     return sorted(values, key=lambda v: (shown.index(v) if v in shown else len(shown), str(v)))
 
 
-def _ablation_table(number, family, groups, option, title, fixed, fixed_value) -> Table:
+def _ablation_table(
+    number: int,
+    family: str,
+    groups: list[list[Row]],
+    option: str,
+    title: str,
+    fixed: str,
+    fixed_value: Any,
+) -> Table:
     """The Table of an ablation for one metric family."""
     primary = PRIMARY[family]
     what = "demander formulation" if option == "demanders" else "Sinkhorn iterations"
