@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from posematch.data.topdown import TopDownDataset
 from posematch.engine import dist
 from posematch.engine.signals import ignore_stop_signals
 from posematch.evaluation.diagnosis import heatmap_health as health_summary
@@ -87,7 +88,8 @@ def evaluate(
     metrics = evaluator.evaluate()
     # Counted from the gathered rows, so images skipped on every rank are in the count.
     unreadable = int((~merged.valid.astype(bool)).sum())
-    metrics = {**metrics, "skipped": len(getattr(dataset, "bad_records", ())) + unreadable}
+    malformed = len(dataset.bad_records) if isinstance(dataset, TopDownDataset) else 0
+    metrics = {**metrics, "skipped": malformed + unreadable}
     if heatmap_health:
         health = health_summary(merged.top_mass, merged.window_mass)
         metrics = {**metrics, **{k: health[k] for k in HEALTH_KEYS}}
