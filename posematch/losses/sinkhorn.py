@@ -46,16 +46,18 @@ Non-finite heatmap values are outside the domain and give NaN, so that training 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import nn
 from torch.autograd.function import FunctionCtx
 
 from posematch.demanders import check_mode, make_demanders
+from posematch.losses.threads import THREADS, intra_op_threads
+from posematch.losses.transport import MatchingCost
 from posematch.types import LossOutput
 
 FLOAT32_TOL_FLOOR = 1e-5
-SUBPIXEL_SPREAD = math.sqrt(2.0)  # largest distance between two demanders of one dot, px
 REDUCTIONS = ("none", "sum", "batchmean")
 
 
@@ -106,102 +108,6 @@ def suppliers_from_heatmaps(heatmaps: torch.Tensor, dead_grad: float = 0.0) -> t
         centred = flat_h - flat_h.mean(dim=-1, keepdim=True)
         uniform = uniform + dead_grad * (centred - centred.detach())
     return torch.where(alive, flat / torch.where(alive, total, torch.ones_like(total)), uniform)
-
-
-def sinkhorn_scalings(
-    a: torch.Tensor,
-    kernel: torch.Tensor,
-    row_factor: torch.Tensor,
-    b: torch.Tensor,
-    max_iters: int,
-    tol: float,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Run Sinkhorn on a batch of problems with supplier-stabilised kernels.
-
-    Args:
-        a: (P, N) supplier masses.
-        kernel: (P, M, N) stabilised kernel exp(-(C - min_j C) / reg), entries in (0, 1]. The
-            demander axis comes first so that both products below stream over contiguous pixels.
-        row_factor: (P, N) exp(-(min_j C - min C) / reg), the supplier factor taken out of K~.
-        b: (P, M) demander masses (zeros allowed).
-        max_iters: the most demander scalings to run (at least 1).
-        tol: stop when every problem's ||P^T 1 - b||_2 is below this.
-
-    Returns:
-        v: (P, M) demander scalings (scale-free: only ratios matter), t = v K~ (P, N) at that v, and
-        the number of scalings run.
-    """
-    # POT's first scaling, v = b / (K^T 1), in stabilised units: K^T 1 = K~ exp(-min_j C / reg),
-    # and the common factor that keeps exp(-min_j C / reg) from underflowing cancels in ratios.
-    active = b > 0
-    v = torch.where(active, b / torch.bmm(kernel, row_factor.unsqueeze(-1)).squeeze(-1), 0.0)
-    v = v / v.amax(dim=-1, keepdim=True)
-    iters = 1
-    while True:
-        t = torch.bmm(v.unsqueeze(1), kernel).squeeze(1)  # (P, N)
-        colsum = v * torch.bmm(kernel, (a / t).unsqueeze(-1)).squeeze(-1)  # (P, M)
-        if iters >= max_iters or torch.linalg.vector_norm(colsum - b, dim=-1).max() < tol:
-            return v, t, iters
-        v = torch.where(active, v * b / colsum.clamp_min(torch.finfo(a.dtype).tiny), 0.0)
-        # Only ratios of v matter; pinning the largest at 1 keeps K~ v away from under/overflow.
-        v = v / v.amax(dim=-1, keepdim=True)
-        iters += 1
-
-
-class _MatchingCost(torch.autograd.Function):
-    """<C, P> for batched problems, with the gradient w.r.t. the suppliers at the fixed point.
-
-    Inputs: a (P, N) suppliers, cost (P, M, N) in heatmap pixels, b (P, M) demanders.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: FunctionCtx,
-        a: torch.Tensor,
-        cost: torch.Tensor,
-        b: torch.Tensor,
-        reg: float,
-        max_iters: int,
-        tol: float,
-        info: dict[str, int],
-    ) -> torch.Tensor:
-        # Every (P, M, N) pass costs as much as a Sinkhorn iteration, so the work is arranged to
-        # touch the big tensors as few times as possible (in-place ops, products as bmm).
-        nearest = cost.amin(dim=-2, keepdim=True)
-        row_factor = torch.exp((nearest.amin(dim=-1, keepdim=True) - nearest).squeeze(-2) / reg)
-        kernel = torch.sub(nearest, cost).mul_(1.0 / reg).exp_()
-        if reg < SUBPIXEL_SPREAD / 80.0:  # only then can exp underflow (spread <= sqrt(2) px)
-            kernel.clamp_min_(torch.finfo(kernel.dtype).tiny)
-        v, t, iters = sinkhorn_scalings(a, kernel, row_factor, b, max_iters, tol)
-        q = kernel.mul_(v.unsqueeze(-1)).mul_(t.reciprocal().unsqueeze(-2))  # P = q * a
-        colsum = torch.bmm(q, a.unsqueeze(-1)).squeeze(-1)
-        qc = cost.mul(q)
-        row_cost = qc.sum(dim=-2)  # <Q_i, C_i> per supplier, (P, N)
-        demander_cost = torch.bmm(qc, a.unsqueeze(-1)).squeeze(-1)  # sum_i P_ji C_ji, (P, M)
-        ctx.save_for_backward(a, q, colsum, row_cost, demander_cost, b)
-        info["iters"] = iters
-        return demander_cost.sum(dim=-1)
-
-    @staticmethod
-    def backward(ctx: FunctionCtx, grad_value: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        a, q, colsum, row_cost, demander_cost, b = ctx.saved_tensors
-        active = b > 0
-        jac = torch.diag_embed(colsum) - torch.bmm(q * a.unsqueeze(-2), q.transpose(-1, -2))
-        # sum_i P_ji (C_ji - <Q_i, C_i>), which sums to 0 over j.
-        rhs = demander_cost - torch.bmm(q, (a * row_cost).unsqueeze(-1)).squeeze(-1)
-        act = active.to(jac.dtype)
-        # Pin the gauge (constant shift of g) with 1 1^T on the active demanders, and give inactive
-        # demanders (mass 0, empty rows) an identity row so the system stays regular.
-        scale = torch.diagonal(jac, dim1=-2, dim2=-1).sum(-1, keepdim=True).clamp_min(1e-12)
-        system = (
-            jac
-            + scale.unsqueeze(-1) * act.unsqueeze(-1) * act.unsqueeze(-2)
-            + torch.diag_embed(1.0 - act)
-        )
-        lam = torch.linalg.solve(system.double(), rhs.double().unsqueeze(-1)).squeeze(-1)
-        lam = torch.where(active, lam.to(q.dtype), 0.0)
-        grad_a = row_cost - torch.bmm(lam.unsqueeze(1), q).squeeze(1)
-        return grad_a * grad_value.unsqueeze(-1), None, None, None, None, None, None
 
 
 def _check_options(
@@ -280,7 +186,14 @@ def sinkhorn_matching_loss(
     dtype = torch.float64 if heatmaps.dtype == torch.float64 else torch.float32
     if dtype == torch.float32 and tol > 0:
         tol = max(tol, FLOAT32_TOL_FLOOR)
-    with torch.autocast(device_type=heatmaps.device.type, enabled=False):
+    # On CPU the process's thread policy picks the intra-op threads (posematch.losses.threads).
+    policy = THREADS if heatmaps.device.type == "cpu" else None
+    threads = policy.pick() if policy is not None else None
+    start = time.perf_counter()
+    with (
+        torch.autocast(device_type=heatmaps.device.type, enabled=False),
+        intra_op_threads(threads),
+    ):
         heatmaps = heatmaps.to(dtype)
         weights = (
             torch.ones(bsz, k, dtype=dtype, device=heatmaps.device)
@@ -300,12 +213,14 @@ def sinkhorn_matching_loss(
         cost = (
             ((xs - pos[..., 0]) ** 2 + (ys - pos[..., 1]) ** 2).sqrt_().flatten(-2)
         )  # (B*K, M, N)
-        info: dict[str, int] = {}
+        info: dict[str, int | None] = {"threads": threads}  # MatchingCost's backward uses them too
         # Solved in heatmap pixels: the plan depends on reg / pixel_size only (module docstring).
-        value = _MatchingCost.apply(
+        value = MatchingCost.apply(
             a, cost, masses.reshape(bsz * k, -1), reg / pixel_size, max_iters, float(tol), info
         )
         value = torch.where(used, value.reshape(bsz, k) * (weights * pixel_size), 0.0)
+    if policy is not None:  # work: the (P, M, N) passes, ~2 per scaling and ~6 around them
+        policy.record(threads, time.perf_counter() - start, cost.numel() * (2 * info["iters"] + 6))
 
     if reduction == "sum":
         value = value.sum()
@@ -320,7 +235,8 @@ class SinkhornMatchingLoss(nn.Module):
     ``forward(heatmaps (B, K, h, w), keypoints (B, K, 2) heatmap px, weights (B, K))`` returns a
     scalar in the cost's unit (heatmap pixels times ``pixel_size``); ``with_stats`` returns it with
     the Sinkhorn scalings run (``sinkhorn_iters``, the batch's maximum). The module holds options
-    only: no state changes between calls.
+    only: no state changes between calls. (On CPU the process's thread policy,
+    ``posematch.losses.threads.THREADS``, times the work to split it; it never changes a result.)
     """
 
     target_kind = "dots"  # consumes DotCodec targets

@@ -1,0 +1,61 @@
+"""The matching loss's thread policy: it splits the work, never changes the result, and follows
+the measured cost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posematch.losses.sinkhorn import SinkhornMatchingLoss
+from posematch.losses.threads import ThreadPolicy, intra_op_threads
+
+
+def _loss_and_grad(threads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    b, k, h, w = 4, 17, 64, 48
+    heat = torch.nn.functional.softplus(torch.randn(b, k, h, w) * 2).requires_grad_(True)
+    dots = torch.rand(b, k, 2) * torch.tensor([w - 1.0, h - 1.0])
+    with intra_op_threads(threads):
+        loss = SinkhornMatchingLoss(pixel_size=4.0)(heat, dots, torch.ones(b, k))
+        loss.backward()
+    return loss.detach(), heat.grad
+
+
+def test_loss_and_gradient_are_bit_identical_with_one_and_two_threads():
+    before = torch.get_num_threads()
+    one, two = _loss_and_grad(1), _loss_and_grad(2)
+    assert torch.get_num_threads() == before  # restored
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_policy_measures_both_counts_then_keeps_the_cheaper_and_probes_the_other(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    policy = ThreadPolicy(probe_every=4)
+    seconds = {1: 1.0, 2: 3.0}  # a busy machine: 2 threads cost 3x per unit of work
+    picks = []
+    for _ in range(10):
+        threads = policy.pick()
+        picks.append(threads)
+        policy.record(threads, seconds[threads], work=1.0)
+    assert picks[:2] == [2, 1]  # each count measured once
+    # Then 1 thread, except every 4th call, which measures 2 threads again.
+    assert picks[2:] == [1, 2, 1, 1, 1, 2, 1, 1]
+    # The rival leaves: each probe moves 2 threads' average 0.3 of the way to 0.1 (3 -> 2.13 ->
+    # 1.521 -> 1.0947 -> 0.796), so the 4th probe (call 24) brings 2 threads back.
+    seconds = {1: 1.0, 2: 0.1}
+    for _ in range(12):
+        threads = policy.pick()
+        policy.record(threads, seconds[threads], work=1.0)
+    assert policy.pick() == 1 and policy.cost[2] == pytest.approx(1.0947, abs=1e-4)
+    for _ in range(4):
+        threads = policy.pick()
+        policy.record(threads, seconds[threads], work=1.0)
+    assert policy.pick() == 2
+
+
+def test_one_thread_processes_and_bad_options():
+    policy = ThreadPolicy()
+    with intra_op_threads(1):
+        assert policy.pick() == 1
+    with pytest.raises(ValueError, match="probe_every=1"):
+        ThreadPolicy(probe_every=1)
