@@ -2,8 +2,9 @@
 
 For each batch B in (8, 32), K = 17 joints and heatmaps of 64x48 and 96x72 (float32, sub-pixel
 demanders, cost and reg in input pixels as the demo's recipe), this prints
-- the loss's forward + backward time (median of ``--repeats`` calls after a warm-up) and the
-  Sinkhorn iterations it ran;
+- the loss's forward + backward time (median of ``--repeats`` calls after a warm-up and the
+  learning calls of a fresh thread policy, ``posematch.losses.threads``) and the Sinkhorn
+  iterations it ran;
 - the floor, measured in the same run: one fused elementwise ``exp`` pass over a (B*K, 4, h*w)
   tensor (the size of the kernel every iteration streams), times the iterations actually run;
 - the ratio loss / floor, and the 2-thread time over the 1-thread time;
@@ -26,6 +27,8 @@ import time
 
 import torch
 
+from posematch.losses import sinkhorn
+from posematch.losses import threads as loss_threads
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
 
 
@@ -68,6 +71,12 @@ def measure(b: int, h: int, w: int, threads: int, repeats: int) -> tuple[float, 
         x = heat.clone().requires_grad_(True)
         loss_fn(x, dots, weight).backward()
 
+    # A fresh thread policy, as in a new process, that has had its learning calls (its choice of
+    # 1 thread or the process's count is what is timed).
+    policy = loss_threads.ThreadPolicy()
+    loss_threads.THREADS = sinkhorn.THREADS = policy
+    for _ in range(policy.warmup + policy.learn):
+        step()
     loss_t = timed(step, repeats)
     iters = int(loss_fn.with_stats(heat, dots, weight).stats["sinkhorn_iters"])
     big = torch.rand(b * 17, 4, h * w)

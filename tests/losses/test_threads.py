@@ -28,28 +28,29 @@ def test_loss_and_gradient_are_bit_identical_with_one_and_two_threads():
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
 
 
-def test_policy_measures_both_counts_then_keeps_the_cheaper_and_probes_the_other(monkeypatch):
+def test_policy_learns_both_counts_then_keeps_the_cheaper_and_probes_the_other(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    policy = ThreadPolicy(probe_every=4)
-    seconds = {1: 1.0, 2: 3.0}  # a busy machine: 2 threads cost 3x per unit of work
+    policy = ThreadPolicy(probe_every=4, warmup=1, learn=4)
+    # A busy machine: 2 threads cost 3x per unit of work; the unmeasured first call costs 100.
+    seconds = {1: 1.0, 2: 3.0}
     picks = []
-    for _ in range(10):
+    for call in range(12):
+        threads = policy.pick()
+        picks.append(threads)
+        policy.record(threads, 100.0 if call == 0 else seconds[threads], work=1.0)
+    # Warm-up on 2, then 2 1 2 1 to learn, then 1 thread except every 4th call, which probes 2.
+    assert picks == [2, 2, 1, 2, 1, 1, 1, 1, 2, 1, 1, 1]
+    assert policy.cost == {1: 1.0, 2: 3.0}  # the warm-up call left no trace
+    # The rival leaves: each probe moves 2 threads' average 0.3 of the way to 0.1 (3 -> 2.13 ->
+    # 1.521 -> 1.0947 -> 0.796), so the 4th probe brings 2 threads back.
+    seconds = {1: 1.0, 2: 0.1}
+    picks = []
+    for _ in range(13):
         threads = policy.pick()
         picks.append(threads)
         policy.record(threads, seconds[threads], work=1.0)
-    assert picks[:2] == [2, 1]  # each count measured once
-    # Then 1 thread, except every 4th call, which measures 2 threads again.
-    assert picks[2:] == [1, 2, 1, 1, 1, 2, 1, 1]
-    # The rival leaves: each probe moves 2 threads' average 0.3 of the way to 0.1 (3 -> 2.13 ->
-    # 1.521 -> 1.0947 -> 0.796), so the 4th probe (call 24) brings 2 threads back.
-    seconds = {1: 1.0, 2: 0.1}
-    for _ in range(12):
-        threads = policy.pick()
-        policy.record(threads, seconds[threads], work=1.0)
-    assert policy.pick() == 1 and policy.cost[2] == pytest.approx(1.0947, abs=1e-4)
-    for _ in range(4):
-        threads = policy.pick()
-        policy.record(threads, seconds[threads], work=1.0)
+    assert picks == [2, 1, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 2]  # probes on every 4th call
+    assert policy.cost[2] == pytest.approx(0.7963, abs=1e-4)
     assert policy.pick() == 2
 
 
@@ -59,3 +60,5 @@ def test_one_thread_processes_and_bad_options():
         assert policy.pick() == 1
     with pytest.raises(ValueError, match="probe_every=1"):
         ThreadPolicy(probe_every=1)
+    with pytest.raises(ValueError, match="learn=1"):
+        ThreadPolicy(learn=1)
