@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from posematch.reporting.metrics import last_validation, printed_values, read_metrics_json
+from posematch.reporting.metrics import printed_values, read_metrics_json, training_validation
 from posematch.reporting.results import (
     DEFAULT_DEMANDERS,
     DEFAULT_MAX_ITERS,
@@ -166,15 +166,7 @@ def read_run(run: Path, order: int) -> list[Result]:
             val = results[-1] if split == "val" else None
     # A posematch-eval folder (its config has no loss) has no training validation to fall back on.
     if val is None and _select(cfg, "loss", run) is not None:
-        jsonl = run / "metrics.jsonl"
-        record = last_validation(jsonl) if jsonl.is_file() else None
-        if record is None:
-            log.warning("%s: no validation record (metrics.json, val/* in metrics.jsonl)", run)
-            family = "mpii" if setting.dataset == "mpii" else "coco"
-            results.append(result("val", family, None, "no validation record", 0))
-        else:
-            metrics, epoch, line = record
-            family, values = printed_values(metrics, f"{jsonl}:{line}")
-            source = f"metrics.jsonl, epoch {epoch}{_boxes(own_data)}"
-            results.append(result("val", family, values, source, 1))
+        found, values, source, rank = training_validation(run, _boxes(own_data))
+        family = found or ("mpii" if setting.dataset == "mpii" else "coco")
+        results.append(result("val", family, values, source, rank))
     return results

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 from posematch.evaluation.report import COCO_COLUMNS, paper_row
 from posematch.evaluation.report import MISSING as NOT_SCORED
 from posematch.reporting.results import TablesError
+
+log = logging.getLogger("posematch.tables")
 
 
 def read_metrics_json(path: Path) -> dict[str, Any]:
@@ -57,3 +60,19 @@ def printed_values(metrics: dict[str, Any], where: str) -> tuple[str, dict[str, 
         h: None if v == NOT_SCORED or not math.isfinite(float(v)) else v
         for h, v in zip(header, values, strict=True)
     }
+
+
+def training_validation(
+    run: Path, boxes: str
+) -> tuple[str | None, dict[str, str | None] | None, str, int]:
+    """The trainer's last validation in ``run/metrics.jsonl``: (family, printed values, source,
+    rank 1); ``(None, None, "no validation record", 0)`` with a warning when there is none.
+    ``boxes``: the source's suffix (", gt boxes")."""
+    jsonl = run / "metrics.jsonl"
+    record = last_validation(jsonl) if jsonl.is_file() else None
+    if record is None:
+        log.warning("%s: no validation record (metrics.json, val/* in metrics.jsonl)", run)
+        return None, None, "no validation record", 0
+    metrics, epoch, line = record
+    family, values = printed_values(metrics, f"{jsonl}:{line}")
+    return family, values, f"metrics.jsonl, epoch {epoch}{boxes}", 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from posematch import runinfo
 from posematch.reporting import legacy
-from posematch.reporting.metrics import last_validation, printed_values, read_metrics_json
+from posematch.reporting.metrics import printed_values, read_metrics_json, training_validation
 from posematch.reporting.results import MSE, Loss, Result, Setting, TablesError, is_run
 from posematch.runinfo import RunInfo
 
@@ -98,14 +98,9 @@ def read_recorded_run(run: Path, order: int) -> list[Result]:
             return [result(None, "metrics.json, not scored", 0)] if info.split == "test-dev" else []
         family, values = printed_values(evaluation, str(path))
         return [result(values, f"metrics.json{boxes}", 2)]
-    jsonl = run / "metrics.jsonl"
-    record = last_validation(jsonl) if jsonl.is_file() else None
-    if record is None:
-        log.warning("%s: no validation record (metrics.json, val/* in metrics.jsonl)", run)
-        return [result(None, "no validation record", 0)]
-    metrics, epoch, line = record
-    family, values = printed_values(metrics, f"{jsonl}:{line}")
-    return [result(values, f"metrics.jsonl, epoch {epoch}{boxes}", 1)]
+    found, values, source, rank = training_validation(run, boxes)
+    family = found or family
+    return [result(values, source, rank)]
 
 
 def collect(runs: Sequence[Path]) -> list[Result]:
