@@ -50,64 +50,15 @@ import time
 
 import torch
 from torch import nn
-from torch.autograd.function import FunctionCtx
 
 from posematch.demanders import check_mode, make_demanders
+from posematch.losses.suppliers import suppliers_from_heatmaps
 from posematch.losses.threads import THREADS, intra_op_threads
 from posematch.losses.transport import MatchingCost
 from posematch.types import LossOutput
 
 FLOAT32_TOL_FLOOR = 1e-5
 REDUCTIONS = ("none", "sum", "batchmean")
-
-
-class _ReluLeakyGrad(torch.autograd.Function):
-    """relu(x) forward; backward with slope ``leak`` (instead of 0) where x <= 0."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, x: torch.Tensor, leak: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.leak = leak
-        return x.clamp_min(0)
-
-    @staticmethod
-    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
-        return grad * torch.where(x > 0, 1.0, ctx.leak).to(grad.dtype), None
-
-
-def suppliers_from_heatmaps(heatmaps: torch.Tensor, dead_grad: float = 0.0) -> torch.Tensor:
-    """Suppliers a = relu(H) / sum(relu(H)) per joint, uniform when a heatmap has no positive mass.
-
-    Args:
-        heatmaps: (B, K, h, w) float.
-        dead_grad: slope of relu's gradient below zero. 0 (the paper's relu): a pixel <= 0 gets no
-            gradient, and a heatmap without positive value gets none at all, so it never recovers.
-            > 0: the value is unchanged, but the gradient reaches pixels <= 0 with this slope, and a
-            heatmap without positive value (uniform suppliers) passes ``dead_grad`` times the
-            gradient of its uniform suppliers to its pixels, centred: pixels near the dot are pushed
-            up, so a dead heatmap can come back. A surrogate gradient, not the gradient of the
-            value (measured on the synthetic demo: it does not keep a from-scratch relu head alive
-            and learning; results/study.md).
-
-    Returns:
-        (B, K, h * w) masses summing to 1 over the last axis, differentiable w.r.t. the heatmaps.
-    """
-    flat_h = heatmaps.flatten(2)
-    flat = _ReluLeakyGrad.apply(flat_h, dead_grad) if dead_grad > 0 else flat_h.clamp_min(0)
-    # Dividing by the maximum first keeps the sum finite for huge logits; the division by a safe
-    # denominator keeps the gradient finite (zero) when a heatmap has no positive mass.
-    peak = flat.amax(dim=-1, keepdim=True)
-    alive = peak > 0
-    # The normalised result does not depend on the peak, so it needs no gradient path.
-    flat = flat / torch.where(alive, peak, torch.ones_like(peak)).detach()
-    total = flat.sum(dim=-1, keepdim=True)
-    uniform = torch.full_like(flat, 1.0 / flat.shape[-1])
-    if dead_grad > 0:
-        # Value exactly uniform; gradient dead_grad * (g_i - mean g) for the suppliers' gradient g.
-        centred = flat_h - flat_h.mean(dim=-1, keepdim=True)
-        uniform = uniform + dead_grad * (centred - centred.detach())
-    return torch.where(alive, flat / torch.where(alive, total, torch.ones_like(total)), uniform)
 
 
 def _check_options(
@@ -206,7 +157,7 @@ def sinkhorn_matching_loss(
         positions, masses = make_demanders(dots, demanders)  # (B, K, M, 2), (B, K, M)
         masses = torch.where(masses > torch.finfo(dtype).tiny, masses, 0.0)
 
-        a = suppliers_from_heatmaps(heatmaps, dead_grad).reshape(bsz * k, h * w)
+        a = suppliers_from_heatmaps(heatmaps, dead_grad, threads).reshape(bsz * k, h * w)
         pos = positions.reshape(bsz * k, -1, 1, 1, 2)
         xs = torch.arange(w, dtype=dtype, device=heatmaps.device)
         ys = torch.arange(h, dtype=dtype, device=heatmaps.device).unsqueeze(-1)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from posematch.losses import sinkhorn
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
 from posematch.losses.threads import ThreadPolicy, intra_op_threads
 
@@ -62,3 +65,42 @@ def test_one_thread_processes_and_bad_options():
         ThreadPolicy(probe_every=1)
     with pytest.raises(ValueError, match="learn=1"):
         ThreadPolicy(learn=1)
+
+
+class _ThreadsOfBigOps(TorchDispatchMode):
+    """Records the intra-op thread count of every op that computes (not a view) on a tensor of
+    ``size`` elements or more."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.seen: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        tensors = [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+        is_view = any(r.alias_info is not None for r in func._schema.returns)
+        if not is_view and any(x.numel() >= self.size for x in tensors):
+            self.seen.add(torch.get_num_threads())
+        return func(*args, **(kwargs or {}))
+
+
+class _AlwaysOne(ThreadPolicy):
+    def pick(self) -> int:
+        return 1
+
+
+def test_the_whole_loss_forward_and_backward_run_on_the_policys_count(monkeypatch):
+    # A busy core makes every op left on the process's count wait at its barrier: none may be.
+    monkeypatch.setattr(sinkhorn, "THREADS", _AlwaysOne())
+    b, k, h, w = 2, 17, 16, 12
+    heat = torch.rand(b, k, h, w).requires_grad_(True)
+    dots = torch.rand(b, k, 2) * torch.tensor([w - 1.0, h - 1.0])
+    with intra_op_threads(2):
+        spy = _ThreadsOfBigOps(size=b * k * h * w)
+        with spy:
+            loss = SinkhornMatchingLoss(pixel_size=4.0)(heat, dots, torch.ones(b, k))
+        assert spy.seen == {1}
+        spy = _ThreadsOfBigOps(size=b * k * h * w)
+        with spy:
+            loss.backward()
+        assert spy.seen == {1}
