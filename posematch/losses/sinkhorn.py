@@ -158,20 +158,22 @@ def sinkhorn_matching_loss(
         masses = torch.where(masses > torch.finfo(dtype).tiny, masses, 0.0)
 
         a = suppliers_from_heatmaps(heatmaps, dead_grad, threads).reshape(bsz * k, h * w)
-        pos = positions.reshape(bsz * k, -1, 1, 1, 2)
-        xs = torch.arange(w, dtype=dtype, device=heatmaps.device)
-        ys = torch.arange(h, dtype=dtype, device=heatmaps.device).unsqueeze(-1)
-        cost = (
-            ((xs - pos[..., 0]) ** 2 + (ys - pos[..., 1]) ** 2).sqrt_().flatten(-2)
-        )  # (B*K, M, N)
         info: dict[str, int | None] = {"threads": threads}  # MatchingCost's backward uses them too
         # Solved in heatmap pixels: the plan depends on reg / pixel_size only (module docstring).
         value = MatchingCost.apply(
-            a, cost, masses.reshape(bsz * k, -1), reg / pixel_size, max_iters, float(tol), info
+            a,
+            positions.reshape(bsz * k, -1, 2),
+            masses.reshape(bsz * k, -1),
+            (h, w),
+            reg / pixel_size,
+            max_iters,
+            float(tol),
+            info,
         )
         value = torch.where(used, value.reshape(bsz, k) * (weights * pixel_size), 0.0)
     if policy is not None:  # work: the (P, M, N) passes, ~2 per scaling and ~6 around them
-        policy.record(threads, time.perf_counter() - start, cost.numel() * (2 * info["iters"] + 6))
+        work = bsz * k * masses.shape[-1] * h * w
+        policy.record(threads, time.perf_counter() - start, work * (2 * info["iters"] + 6))
 
     if reduction == "sum":
         value = value.sum()

@@ -76,7 +76,7 @@ class _ThreadsOfBigOps(TorchDispatchMode):
         self.size = size
         self.seen: set[int] = set()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         tensors = [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
         is_view = any(r.alias_info is not None for r in func._schema.returns)
         if not is_view and any(x.numel() >= self.size for x in tensors):
