@@ -83,13 +83,15 @@ def sinkhorn_scalings(
     # The (P, N) intermediates live in two buffers reused by every iteration.
     t = torch.empty_like(a)
     y = torch.empty_like(a)
+    tiny = torch.finfo(a.dtype).tiny
     while True:
         torch.bmm(v.unsqueeze(1), kernel, out=t.unsqueeze(1))
         torch.div(a, t, out=y)
         colsum = v * row_products(kernel, y)  # (P, M)
         if iters >= max_iters or torch.linalg.vector_norm(colsum - b, dim=-1).max() < tol:
             return v, t, iters
-        v = torch.where(active, v * b / colsum.clamp_min(torch.finfo(a.dtype).tiny), 0.0)
+        # An inactive demander keeps v = 0: its colsum is 0, clamped, and b = 0.
+        v = v * b / colsum.clamp_min(tiny)
         # Only ratios of v matter; pinning the largest at 1 keeps K~ v away from under/overflow.
         v = v / v.amax(dim=-1, keepdim=True)
         iters += 1
