@@ -10,9 +10,13 @@ alternating order) so that both see the same drift of the machine's load. Each s
     data (waiting for the loader) | forward | loss | loss backward | backward | optimizer
 
 (medians in ms; "loss backward" ends when the heatmaps' gradient exists, "backward" is the model's),
-and the table prints the loss's share of the step (its forward and backward) and the matching
-step's time over its MSE neighbour's, the median over the rounds. Target on CPU: the matching loss adds <= 5% to a demo step. The script is a
-report: PASS/FAIL beside the target, exit 0. The machine's load is printed first.
+and the table prints the loss's share of the step (its forward and backward), the matching
+step's time over its MSE neighbour's, and the matching loss's own time (its forward and backward
+less MSE's) over the MSE step, each the median over the rounds. Target on CPU: the matching loss
+adds <= 5% to a demo step, judged on its own time: the whole steps also differ outside the loss
+(the matching runs' model forward measures shorter; they differ in the head's activation and in
+the codec their loader workers run). The script is a report: PASS/FAIL beside the target, exit 0.
+The machine's load is printed first.
 
 Usage: python scripts/bench_train.py [--steps N] [--quick]   (--quick: the demo model only)
 """
@@ -155,9 +159,19 @@ def main() -> None:
             extra = statistics.median(ratios) - 1
             print(f"| {name} | matching over MSE (median of {len(ratios)} interleaved rounds) |"
                   + " |" * len(PHASES) + f" {extra:+.1%} | |")  # fmt: skip
+            # The loss's own addition: its forward + backward over MSE's, per MSE step. The whole
+            # steps also differ where the loss does not run (the model's forward and backward
+            # measure shorter in the matching runs: another head activation, another codec in
+            # the loader workers), so the verdict is on this one.
+            own = [(b["loss"] + b["loss backward"] - a["loss"] - a["loss backward"]) / sum(a.values())
+                   for a, b in zip(times["mse"], times["sinkhorn"], strict=True)]  # fmt: skip
+            added = statistics.median(own)
+            print(f"| {name} | the matching loss's own time over the MSE step |"
+                  + " |" * len(PHASES) + f" {added:+.1%} | |")  # fmt: skip
             if name.startswith("demo"):
-                verdicts.append(extra <= 0.05)
-    print(f"matching loss adds <= 5% to a demo step: {'PASS' if all(verdicts) else 'FAIL'}")
+                verdicts.append(added <= 0.05)
+    print(f"matching loss adds <= 5% to a demo step (its own time): "
+          f"{'PASS' if all(verdicts) else 'FAIL'}")  # fmt: skip
 
 
 if __name__ == "__main__":

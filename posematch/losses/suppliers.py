@@ -24,9 +24,11 @@ class _Suppliers(torch.autograd.Function):
         # Dividing by the maximum first keeps the sum finite for huge logits.
         peak = flat.amax(dim=-1, keepdim=True)
         alive = peak > 0
-        flat = flat / torch.where(alive, peak, 1.0)
+        flat = flat.div_(torch.where(alive, peak, 1.0))
         total = flat.sum(dim=-1, keepdim=True)
-        a = torch.where(alive, flat / torch.where(alive, total, 1.0), 1.0 / flat.shape[-1])
+        a = flat.div_(torch.where(alive, total, 1.0))
+        if not bool(alive.all()):  # uniform suppliers for heatmaps without positive mass
+            a = torch.where(alive, a, 1.0 / a.shape[-1])
         # d a_i / d r_k = (delta_ik - a_i) / sum(r), with sum(r) = total * peak.
         inv_mass = torch.where(alive, (total * peak).reciprocal(), 0.0)
         ctx.save_for_backward(flat_h, a, inv_mass, alive)

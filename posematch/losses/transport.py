@@ -9,10 +9,11 @@ w.r.t. the suppliers at the fixed point (implicit differentiation: one small M x
 instead of back-propagating through the iterations). ``info["threads"]``: the intra-op threads its
 backward runs on (the caller's choice, ``posematch.losses.threads``).
 
-On a CPU each new (P, M, N) tensor costs as much as a pass over it again (the pages of a fresh
-block are faulted in on first touch: 8-9 ms for 27 MB at B=32, 64x48, measured), so the work uses
-two such tensors, the cost and the kernel, and computes everything else in them: the forward also
-solves the gradient's small system while those are at hand, and the backward is one product.
+The work touches two (P, M, N) tensors, the cost and the kernel, and computes everything else in
+them; both are scratch kept from call to call (``posematch.losses.workspace``: on a CPU a new
+block of that size costs its page faults and slower first passes). To let them go at the end of
+the forward, the forward also computes the gradient w.r.t. the suppliers while Q is at hand (only
+when it is needed), and the backward scales it.
 """
 
 from __future__ import annotations
@@ -23,22 +24,25 @@ import torch
 from torch.autograd.function import FunctionCtx
 
 from posematch.losses.threads import intra_op_threads
+from posematch.losses.workspace import scratch
 
 SUBPIXEL_SPREAD = math.sqrt(2.0)  # largest distance between two demanders of one dot, px
 
 
-def pixel_costs(positions: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+def pixel_costs(positions: torch.Tensor, shape: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
     """(P, M, h * w) Euclidean distances from each pixel centre (x=j, y=i) of an h x w map to each
-    of the (P, M, 2) demander positions (x, y), in heatmap pixels."""
+    of the (P, M, 2) demander positions (x, y), in heatmap pixels, written into ``out``."""
     h, w = shape
     xs = torch.arange(w, dtype=positions.dtype, device=positions.device)
     ys = torch.arange(h, dtype=positions.dtype, device=positions.device).unsqueeze(-1)
     pos = positions.unsqueeze(-2).unsqueeze(-2)  # (P, M, 1, 1, 2)
-    return ((xs - pos[..., 0]) ** 2 + (ys - pos[..., 1]) ** 2).sqrt_().flatten(-2)
+    dx2, dy2 = (xs - pos[..., 0]) ** 2, (ys - pos[..., 1]) ** 2
+    return torch.add(dx2, dy2, out=out.view(*positions.shape[:2], h, w)).sqrt_().view(out.shape)
 
 
-def row_products(matrix: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """(P, M) products matrix[p] @ vectors[p] of a (P, M, N) and a (P, N) tensor, P even.
+def paired_products(matrix: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """The products matrix[p] @ vectors[p] of a (P, M, N) and a (P, N) tensor, P even, as a
+    (P/2, 2, M) view (``row_products`` for (P, M)).
 
     Run as a product of pairs of problems, (2M, N) @ (N, 2), of which the two cross terms are
     thrown away: MKL runs that shape 2-2.4x faster than P (M, N) @ (N, 1) products, which it
@@ -48,7 +52,12 @@ def row_products(matrix: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     p, m, n = matrix.shape
     pairs = torch.bmm(matrix.view(p // 2, 2 * m, n), vectors.reshape(p // 2, 2, n).transpose(1, 2))
     # pairs[k, g * M + j, h] = matrix[2k + g, j] @ vectors[2k + h]: keep g == h.
-    return pairs.view(p // 2, 2, m, 2).diagonal(dim1=1, dim2=3).transpose(1, 2).reshape(p, m)
+    return pairs.view(p // 2, 2, m, 2).diagonal(dim1=1, dim2=3).transpose(1, 2)
+
+
+def row_products(matrix: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """(P, M) products matrix[p] @ vectors[p] of a (P, M, N) and a (P, N) tensor, P even."""
+    return paired_products(matrix, vectors).reshape(matrix.shape[:2])
 
 
 def sinkhorn_scalings(
@@ -62,7 +71,7 @@ def sinkhorn_scalings(
     """Run Sinkhorn on a batch of problems with supplier-stabilised kernels.
 
     Args:
-        a: (P, N) supplier masses.
+        a: (P, N) supplier masses, P even.
         kernel: (P, M, N) stabilised kernel exp(-(C - min_j C) / reg), entries in (0, 1]. The
             demander axis comes first so that both products below stream over contiguous pixels.
         row_factor: (P, N) exp(-(min_j C - min C) / reg), the supplier factor taken out of K~.
@@ -74,26 +83,28 @@ def sinkhorn_scalings(
         v: (P, M) demander scalings (scale-free: only ratios matter), t = v K~ (P, N) at that v, and
         the number of scalings run.
     """
+    # The (P, M) quantities are kept as (P/2, 2, M), the shape of ``paired_products``.
+    (p, m), paired = b.shape, b.view(-1, 2, b.shape[-1])
     # POT's first scaling, v = b / (K^T 1), in stabilised units: K^T 1 = K~ exp(-min_j C / reg),
     # and the common factor that keeps exp(-min_j C / reg) from underflowing cancels in ratios.
-    active = b > 0
-    v = torch.where(active, b / row_products(kernel, row_factor), 0.0)
-    v = v / v.amax(dim=-1, keepdim=True)
+    # (Every product of K~ with a non-zero, non-negative vector is positive: v_j = 0 iff b_j = 0.)
+    v = paired / paired_products(kernel, row_factor)
     iters = 1
     # The (P, N) intermediates live in two buffers reused by every iteration.
-    t = torch.empty_like(a)
-    y = torch.empty_like(a)
-    tiny = torch.finfo(a.dtype).tiny
+    t = scratch("t", a.shape, a)
+    y = scratch("y", a.shape, a)
     while True:
-        torch.bmm(v.unsqueeze(1), kernel, out=t.unsqueeze(1))
+        if iters % 8 == 1:
+            # Only ratios of v matter; pinning the largest at 1 keeps K~ v away from under- and
+            # overflow (each scaling changes v by the factors b / P^T 1, so every 8th will do).
+            v = v / v.amax(dim=-1, keepdim=True)
+        torch.bmm(v.view(p, 1, m), kernel, out=t.unsqueeze(1))
         torch.div(a, t, out=y)
-        colsum = v * row_products(kernel, y)  # (P, M)
-        if iters >= max_iters or torch.linalg.vector_norm(colsum - b, dim=-1).max() < tol:
-            return v, t, iters
-        # An inactive demander keeps v = 0: its colsum is 0, clamped, and b = 0.
-        v = v * b / colsum.clamp_min(tiny)
-        # Only ratios of v matter; pinning the largest at 1 keeps K~ v away from under/overflow.
-        v = v / v.amax(dim=-1, keepdim=True)
+        k_y = paired_products(kernel, y)  # K~ (a / t)
+        colsum = v * k_y  # P^T 1
+        if iters >= max_iters or torch.linalg.vector_norm(colsum - paired, dim=-1).max() < tol:
+            return v.reshape(p, m), t, iters
+        v = paired / k_y  # = v b / P^T 1
         iters += 1
 
 
@@ -106,10 +117,11 @@ def _solve(
     max_iters: int,
     tol: float,
     need_grad: bool,
-) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], int]:
-    """<C, P> per problem, the tensors its gradient needs (none unless ``need_grad``), and the
-    scalings run (see ``MatchingCost``)."""
-    cost = pixel_costs(positions, shape)
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """<C, P> per problem (P,), its gradient w.r.t. the suppliers (P, N) when ``need_grad`` (else
+    None), and the scalings run (see ``MatchingCost``)."""
+    (problems, demanders), pixels = b.shape, a.shape[-1]
+    cost = pixel_costs(positions, shape, out=scratch("cost", (problems, demanders, pixels), a))
     nearest = cost.amin(dim=-2, keepdim=True)
     # Far pixels' factors fall below float32's normal range, where x86 arithmetic on subnormal
     # numbers costs ~100x (their exp, and their products in the first scaling's bmm): they are
@@ -122,7 +134,8 @@ def _solve(
     # (exp of -inf, or of a number that underflows, takes a slow path: ~4x a plain exp.)
     row_factor = spread.clamp_min_(cut).exp_().masked_fill_(far, 0.0)
     # exp((nearest - C) / reg) in one pass before the exp.
-    kernel = torch.add(nearest / reg, cost, alpha=-1.0 / reg).exp_()
+    kernel = torch.add(nearest / reg, cost, alpha=-1.0 / reg, out=scratch("kernel", cost.shape, a))
+    kernel.exp_()
     if reg < SUBPIXEL_SPREAD / 80.0:  # only then can exp underflow (spread <= sqrt(2) px)
         kernel.clamp_min_(torch.finfo(kernel.dtype).tiny)
     v, t, iters = sinkhorn_scalings(a, kernel, row_factor, b, max_iters, tol)
@@ -135,9 +148,12 @@ def _solve(
     demander_cost = row_products(qc, a)  # sum_i P_ji C_ji, (P, M)
     value = demander_cost.sum(dim=-1)
     if not need_grad:
-        return value, (), iters
+        return value, None, iters
     lam = _multipliers(a, q, b, row_cost, demander_cost, workspace=qc)
-    return value, (q, row_cost, lam), iters
+    # dL/da_i = <Q_i, C_i> - sum_j lambda_j Q_ji, computed here while Q is at hand: the backward
+    # only scales it, and nothing of the (P, M, N) scratch has to outlive the call.
+    grad = row_cost.sub_(torch.bmm(lam.unsqueeze(1), q).squeeze(1))
+    return value, grad, iters
 
 
 def _multipliers(
@@ -195,17 +211,15 @@ class MatchingCost(torch.autograd.Function):
         problems = a.shape[0]
         if problems % 2:  # products run on pairs of problems: a copy of the last fills the pair
             a, positions, b = (torch.cat([x, x[-1:]]) for x in (a, positions, b))
-        value, saved, iters = _solve(a, positions, b, shape, reg, max_iters, tol, need_grad)
-        ctx.save_for_backward(*saved)
-        ctx.problems = problems
+        value, grad, iters = _solve(a, positions, b, shape, reg, max_iters, tol, need_grad)
+        if grad is not None:
+            ctx.save_for_backward(grad[:problems])
         info["iters"] = iters
         return value[:problems]
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad_value: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        q, row_cost, lam = ctx.saved_tensors
+        (grad,) = ctx.saved_tensors
         with intra_op_threads(ctx.threads):
-            # dL/da_i = <Q_i, C_i> - sum_j lambda_j Q_ji
-            grad_a = torch.baddbmm(row_cost.unsqueeze(1), lam.unsqueeze(1), q, alpha=-1.0)
-            grad_a = grad_a.squeeze(1)[: ctx.problems].mul_(grad_value.unsqueeze(-1))
+            grad_a = grad * grad_value.unsqueeze(-1)
         return grad_a, None, None, None, None, None, None, None
