@@ -6,7 +6,9 @@ demanders, cost and reg in input pixels as the demo's recipe), this prints
   learning calls of a fresh thread policy, ``posematch.losses.threads``) and the Sinkhorn
   iterations it ran;
 - the floor, measured in the same run: one fused elementwise ``exp`` pass over a (B*K, 4, h*w)
-  tensor (the size of the kernel every iteration streams), times the iterations actually run;
+  tensor (the size of the kernel every iteration streams), times the iterations actually run (the
+  most any joint ran: each joint's problem stops on its own error, so later iterations stream
+  only the rows of the joints still running);
 - the ratio loss / floor, the count the policy settled on with 2 threads, and the 2-thread time
   over the 1-thread time;
 each idle and with a competing process (a busy Python loop on one core: what a training run's

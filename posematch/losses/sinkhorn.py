@@ -11,12 +11,13 @@ How it is computed, and why:
   C_ij) / reg) lies in [exp(-sqrt(2)/reg), 1], so nothing underflows however far the mass is from the
   dot (a plain kernel exp(-C/reg) underflows in float32 beyond ~87 px). The row factor cancels
   because every iteration ends with the row marginals exact: P_ij = a_i K~_ij v_j / sum_j' K~_ij' v_j'.
-  This is the log-domain Sinkhorn in closed form, at the cost of two small mat-vecs per iteration.
+  This is the log-domain Sinkhorn in closed form, at the cost of two small products per iteration.
 - Iteration semantics follow POT's ``ot.sinkhorn``: the same iterates from the same start (u = 1,
   then v = b / K^T u, u = a / K v, ...), so that after n iterations the plan equals POT's after
-  ``numItermax=n``; stop when the column-marginal error ||P^T 1 - b||_2 (rows are exact) is below
-  ``tol`` or after ``max_iters`` iterations. The error is checked after every iteration (POT checks
-  after iterations 1, 11, 21, ..., so it may run up to 9 more). A float32 column sum over thousands of pixels
+  ``numItermax=n``; each joint's problem stops when its column-marginal error ||P^T 1 - b||_2
+  (rows are exact) is below ``tol``, or after ``max_iters`` iterations, so its value does not
+  depend on the batch it is in. The error is checked after every iteration (POT checks after
+  iterations 1, 11, 21, ..., so it may run up to 9 more). A float32 column sum over thousands of pixels
   is only good to ~1e-6 (measured: the error stalls at 1.0e-6 on 64x48 maps), so in float32 the
   tolerance is raised to ``FLOAT32_TOL_FLOOR`` = 1e-5 instead of silently running every iteration;
   1e-5 is reached in about 5-7 scalings at reg = 1 and leaves the value within ~1e-6 relative.
@@ -120,7 +121,7 @@ def sinkhorn_matching_loss(
             pixels (default), the stride (e.g. 4) = input-image pixels.
         dead_grad: surrogate gradient slope for heatmap values <= 0 (see
             ``suppliers_from_heatmaps``); 0 = the paper's relu.
-        return_iters: also return the number of Sinkhorn scalings run (the batch's maximum).
+        return_iters: also return the number of Sinkhorn scalings run (the most any joint ran).
 
     Returns:
         The loss in the cost's unit (float32 or float64), and the iterations when asked.
@@ -187,7 +188,7 @@ class SinkhornMatchingLoss(nn.Module):
 
     ``forward(heatmaps (B, K, h, w), keypoints (B, K, 2) heatmap px, weights (B, K))`` returns a
     scalar in the cost's unit (heatmap pixels times ``pixel_size``); ``with_stats`` returns it with
-    the Sinkhorn scalings run (``sinkhorn_iters``, the batch's maximum). The module holds options
+    the Sinkhorn scalings run (``sinkhorn_iters``, the most any joint ran). The module holds options
     only: no state changes between calls. (On CPU the process's thread policy,
     ``posematch.losses.threads.THREADS``, times the work to split it; it never changes a result.)
     """

@@ -69,6 +69,21 @@ def test_stops_on_tolerance_and_reports_iterations(rng):
     assert capped == 37
 
 
+def test_each_problem_stops_on_its_own_error_whatever_its_batch(rng):
+    # 7 problems (an odd count) that need 13 to 27 scalings at reg 0.25. Each one's value in the
+    # batch must equal its value alone, where its own error alone decides when it stops.
+    heat, dots = random_problem(rng, b=1, k=7, h=12, w=10)
+    heat[0, :3] = heat[0, :3] ** 8
+    options = {"reg": 0.25, "tol": 1e-6, "return_iters": True}
+    alone = [
+        sinkhorn_matching_loss(heat[:, k : k + 1], dots[:, k : k + 1], **options) for k in range(7)
+    ]
+    batch, iters = sinkhorn_matching_loss(heat, dots, **options)
+    assert len({n for _, n in alone}) > 1  # they stop at different scalings
+    assert iters == max(n for _, n in alone)
+    torch.testing.assert_close(batch[0], torch.cat([v[0] for v, _ in alone]), rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("mode", ["subpixel", "naive"])
 @pytest.mark.parametrize("reg", [0.5, 1.0, 3.0])
 def test_gradcheck_implicit_gradient(rng, mode, reg):
