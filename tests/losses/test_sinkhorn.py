@@ -341,3 +341,21 @@ def test_dead_grad_reaches_negative_pixels_of_a_live_heatmap():
         grads.append(x.grad[0, 0])
     assert grads[0][3, 3] == 0.0  # the paper's relu: no gradient below zero
     assert grads[1][3, 3] < 0  # the surrogate raises the pixel on the dot
+
+
+def test_two_forwards_before_their_backwards_keep_their_own_gradients(rng):
+    # The loss keeps its scratch tensors from call to call: nothing a call returns or saves for
+    # its backward may live in them.
+    first, dots_1 = random_problem(rng, b=2, k=3, h=9, w=7)
+    second, dots_2 = random_problem(rng, b=3, k=3, h=9, w=7)
+    grads = []
+    for heat, dots in ((first, dots_1), (second, dots_2)):
+        x = heat.clone().requires_grad_(True)
+        sinkhorn_matching_loss(x, dots, tol=1e-12).sum().backward()
+        grads.append(x.grad)
+    xs = [first.clone().requires_grad_(True), second.clone().requires_grad_(True)]
+    values = [sinkhorn_matching_loss(x, d, tol=1e-12) for x, d in zip(xs, (dots_1, dots_2))]
+    values[1].sum().backward()
+    values[0].sum().backward()
+    for x, grad in zip(xs, grads, strict=True):
+        torch.testing.assert_close(x.grad, grad, rtol=1e-12, atol=0)
