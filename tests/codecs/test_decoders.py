@@ -40,8 +40,11 @@ def test_dark_without_blur_recovers_a_log_quadratic_peak_exactly():
     ys, xs = torch.meshgrid(
         torch.arange(64, dtype=torch.float64), torch.arange(48, dtype=torch.float64), indexing="ij"
     )
-    d = torch.stack([xs - mu[0], ys - mu[1]], -1)
-    heat = torch.exp(-0.5 * torch.einsum("hwi,ij,hwj->hw", d, cov_inv, d))[None, None]
+    dx, dy = xs - mu[0], ys - mu[1]
+    # Elementwise, not einsum: a BLAS product's rounding can depend on the memory's alignment,
+    # and this 1e-9 check amplifies it (it failed once in a full run, 1.3e-9).
+    quad = cov_inv[0, 0] * dx * dx + 2 * cov_inv[0, 1] * dx * dy + cov_inv[1, 1] * dy * dy
+    heat = torch.exp(-0.5 * quad)[None, None]
     out = decode_dark(heat, blur_kernel=0)
     torch.testing.assert_close(out.keypoints[0, 0], mu, rtol=0, atol=1e-9)
 
