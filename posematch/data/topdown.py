@@ -97,19 +97,22 @@ def image_complete(data: np.ndarray) -> bool | None:
     return None
 
 
-def decode_image(path: str, record: str = "") -> np.ndarray:
-    """(H, W, 3) uint8 BGR of an image file; BadRecordError naming the file when it is missing,
-    truncated or cannot be decoded."""
+def decode_image(path: str, record: str = "", rgb: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 BGR (RGB when ``rgb``) of an image file; BadRecordError naming the file
+    when it is missing, truncated or cannot be decoded."""
     where = f" ({record})" if record else ""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with open(path, "rb", buffering=0) as file:  # (a third of np.fromfile's time)
+            data = np.frombuffer(file.read(), dtype=np.uint8)
     except OSError as err:
         raise BadRecordError(f"{path}: cannot read image ({err.strerror}){where}") from err
     if data.size == 0:
         raise BadRecordError(f"{path}: image file is empty{where}")
     if image_complete(data) is False:
         raise BadRecordError(f"{path}: image file is truncated (no end marker){where}")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    # The decoder writes either order at the same cost (the same pixels, bit for bit).
+    order = cv2.IMREAD_COLOR_RGB if rgb else cv2.IMREAD_COLOR
+    image = cv2.imdecode(data, order | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise BadRecordError(f"{path}: cannot decode image{where}")
     return image
@@ -162,7 +165,7 @@ class TopDownDataset(Dataset):
     @property
     def epoch(self) -> int:
         """The epoch whose augmentation draws the items use (see ``set_epoch``)."""
-        return int(self._epoch.item())
+        return int(self._epoch.numpy()[0])  # a numpy view of the shared memory: cheaper than item()
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the next items' augmentations for ``epoch``, in this process and every worker."""
@@ -178,8 +181,9 @@ class TopDownDataset(Dataset):
         return self.bad_records + [self.instances[i].record for i in bad]
 
     def read_image(self, inst: Instance) -> np.ndarray:
-        """The instance's image, (H, W, 3) uint8 BGR; BadRecordError naming the file otherwise."""
-        return decode_image(inst.image_path, inst.record)
+        """The instance's image, (H, W, 3) uint8 in the pipeline's channel order (``color``: the
+        network's, so the crop needs no conversion); BadRecordError naming the file otherwise."""
+        return decode_image(inst.image_path, inst.record, rgb=self.pipeline.color == "rgb")
 
     def __getitem__(self, index: int) -> Sample:
         if not self.pipeline.train:  # evaluation: never score one instance in place of another
@@ -213,8 +217,13 @@ class TopDownDataset(Dataset):
         return replace(sample, valid=False)
 
     def _sample(self, inst: Instance, image: np.ndarray, index: int) -> Sample:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        crop = self.pipeline(image, inst.keypoints, inst.visible, inst.center, inst.scale, rng)
+        # default_rng's own stream, built directly: default_rng takes 20 us here, this 8.
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence((self.seed, self.epoch, index)))
+        )
+        crop = self.pipeline(
+            image, inst.keypoints, inst.visible, inst.center, inst.scale, rng, self.pipeline.color
+        )
         keypoints = crop.keypoints.astype(np.float32)
         targets = self.codec.encode(keypoints, crop.visible)  # numpy in: the codecs' cheap path
         target = targets.keypoints if isinstance(targets, DotTargets) else targets.heatmaps

@@ -106,7 +106,9 @@ class TopDownPipeline:
         scale_factor: ``sf`` of the random scale (official 0.35).
         rotation_factor: ``rf`` of the random rotation in degrees (official 45).
         rotation_prob: probability of rotating at all (official 0.6).
-        photometric: an albumentations transform applied to the uint8 crop (train only), or None.
+        photometric: an albumentations transform applied to the uint8 crop (train only), or None;
+            it sees the image's channel order (the datasets decode RGB when ``color`` is rgb, the
+            order albumentations' colour transforms assume).
         color: channel order fed to the network, ``"rgb"`` or ``"bgr"``.
         udp: unbiased (UDP) crop matrix instead of the official one.
     """
@@ -170,15 +172,20 @@ class TopDownPipeline:
         center: np.ndarray,
         scale: np.ndarray,
         rng: np.random.Generator | None = None,
+        channels: str = "bgr",
     ) -> CropResult:
         """Crop one instance.
 
         Args:
-            image: (H, W, 3) uint8 BGR, as cv2.imread returns it.
+            image: (H, W, 3) uint8, BGR as cv2.imread returns it (or as ``channels`` says).
             keypoints: (K, 2) image pixels. visible: (K,) (> 0 means labelled).
             center: (2,) image pixels. scale: (2,) units of 200 px.
             rng: source of the augmentation draws (required when ``train``).
+            channels: the image's channel order, ``"bgr"`` or ``"rgb"``; a dataset that decodes
+                straight into the network's order (``color``) saves the conversion of every crop.
         """
+        if channels not in ("rgb", "bgr"):
+            raise ValueError(f"channels={channels!r}: expected 'rgb' or 'bgr'")
         keypoints = np.asarray(keypoints, dtype=np.float64)
         visible = np.asarray(visible)
         center = np.array(center, dtype=np.float64)
@@ -220,7 +227,7 @@ class TopDownPipeline:
         if self.train and self.photometric is not None:
             crop = self.photometric(image=crop)["image"]
         return CropResult(
-            image=self.to_tensor(crop),
+            image=self.to_tensor(crop, channels),
             keypoints=apply_affine(keypoints, matrix),
             visible=visible,
             center=center,
@@ -230,8 +237,8 @@ class TopDownPipeline:
             inverse=inverse,
         )
 
-    def to_tensor(self, crop: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 BGR -> (3, H, W) uint8 in the configured channel order."""
-        if self.color == "rgb":
+    def to_tensor(self, crop: np.ndarray, channels: str = "bgr") -> torch.Tensor:
+        """(H, W, 3) uint8 in ``channels`` order -> (3, H, W) uint8 in the configured order."""
+        if channels != self.color:  # the swap is its own inverse
             crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
         return torch.from_numpy(crop).permute(2, 0, 1)
