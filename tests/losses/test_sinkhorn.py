@@ -354,7 +354,8 @@ def test_two_forwards_before_their_backwards_keep_their_own_gradients(rng):
         sinkhorn_matching_loss(x, dots, tol=1e-12).sum().backward()
         grads.append(x.grad)
     xs = [first.clone().requires_grad_(True), second.clone().requires_grad_(True)]
-    values = [sinkhorn_matching_loss(x, d, tol=1e-12) for x, d in zip(xs, (dots_1, dots_2))]
+    pairs = zip(xs, (dots_1, dots_2), strict=True)
+    values = [sinkhorn_matching_loss(x, d, tol=1e-12) for x, d in pairs]
     values[1].sum().backward()
     values[0].sum().backward()
     for x, grad in zip(xs, grads, strict=True):
