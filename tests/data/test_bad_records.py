@@ -122,6 +122,8 @@ def test_truncated_image_is_an_error_not_a_grey_picture(tmp_path, suffix):
     whole = tmp_path / f"whole{suffix}"
     cv2.imwrite(str(whole), image)
     np.testing.assert_array_equal(decode_image(str(whole)), cv2.imread(str(whole)))
+    rgb = cv2.cvtColor(cv2.imread(str(whole)), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(decode_image(str(whole), rgb=True), rgb)
     data = whole.read_bytes()
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(data[: len(data) // 3])

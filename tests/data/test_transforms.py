@@ -155,6 +155,14 @@ def test_bgr_and_rgb_channel_order():
     assert bgr[0, 32, 24] == 255 and bgr[2, 32, 24] == 0
     with pytest.raises(ValueError, match="color"):
         TopDownPipeline((48, 64), COCO, color="hsv")
+    # An image already in RGB order (as the datasets decode it for an RGB network) is not swapped.
+    rgb_image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    for color in ("rgb", "bgr"):
+        pipeline = TopDownPipeline((48, 64), COCO, color=color)
+        given_rgb = pipeline(rgb_image, *args[1:], channels="rgb").image
+        assert torch.equal(given_rgb, pipeline(*args).image)
+    with pytest.raises(ValueError, match="channels"):
+        TopDownPipeline((48, 64), COCO)(*args, channels="hsv")
 
 
 def test_codec_and_pipeline_must_agree_on_udp_and_input_size():
