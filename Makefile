@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23.2"
 	$(PY) -m pip install -e ".[dev,export,fast]"
+	$(PY) -m posematch.losses.fused  # the loss's C++ CPU solve, built once (~10-25 s)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,6 +9,11 @@ w.r.t. the suppliers at the fixed point (implicit differentiation: one small M x
 instead of back-propagating through the iterations). ``info["threads"]``: the intra-op threads its
 backward runs on (the caller's choice, ``posematch.losses.threads``).
 
+On a CPU the scalings and everything after them run in ``fused_solve.cpp`` (built by
+``posematch.losses.fused``): the same arithmetic one problem at a time, its kernel in the core's
+cache through all its scalings, problems spread over ATen's threads. The batched torch ops below
+are the CUDA path and the fallback where the op could not be built; tests run both.
+
 The work touches two (P, M, N) tensors, the cost and the kernel, and computes everything else in
 them; both are scratch kept from call to call (``posematch.losses.workspace``: on a CPU a new
 block of that size costs its page faults and slower first passes). To let them go at the end of
@@ -23,6 +28,7 @@ import math
 import torch
 from torch.autograd.function import FunctionCtx
 
+from posematch.losses.fused import fused_solver
 from posematch.losses.threads import intra_op_threads
 from posematch.losses.workspace import scratch
 
@@ -173,6 +179,10 @@ def _solve(
     kernel.exp_()
     if reg < SUBPIXEL_SPREAD / 80.0:  # only then can exp underflow (spread <= sqrt(2) px)
         kernel.clamp_min_(torch.finfo(kernel.dtype).tiny)
+    fused = fused_solver() if a.device.type == "cpu" else None
+    if fused is not None:  # the scalings and all after them, one problem at a time
+        value, grad, iters_each = fused(a, cost, kernel, row_factor, b, max_iters, tol, need_grad)
+        return value, grad if need_grad else None, int(iters_each.max())
     v, t, iters = sinkhorn_scalings(a, kernel, row_factor, b, max_iters, tol)
     q = kernel.mul_(v.unsqueeze(-1)).mul_(t.reciprocal_().unsqueeze(-2))  # P = q * a
     qc = cost.mul_(q)  # the cost is not needed any more

@@ -13,6 +13,8 @@ import torch
 from posematch.losses.sinkhorn import SinkhornMatchingLoss, sinkhorn_matching_loss
 from tests.conftest import demanders_reference, pixel_centres
 
+pytestmark = pytest.mark.usefixtures("backend")  # tests/losses/conftest.py: both solvers
+
 
 def pot_value(heatmap: np.ndarray, dot: np.ndarray, mode: str, reg: float, **kw) -> float:
     """<C, P> with P from POT's log-domain Sinkhorn, suppliers relu(H)/sum, in float64."""

@@ -12,6 +12,8 @@ from posematch.losses import sinkhorn
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
 from posematch.losses.threads import ThreadPolicy, intra_op_threads
 
+pytestmark = pytest.mark.usefixtures("backend")  # tests/losses/conftest.py: both solvers
+
 
 def _loss_and_grad(threads: int) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
