@@ -18,6 +18,7 @@ can make every sample reproducible from (seed, epoch, index) whatever the number
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,23 @@ import torch
 
 from posematch.data.boxes import PIXEL_STD, affine_matrix, apply_affine
 from posematch.keypoints import KeypointSpec
+
+# The largest image whose 4-channel copy is kept for the next one (bytes): 4 Mpx.
+_KEEP_BYTES = 4 * 2**22
+_blocks = threading.local()
+
+
+def _four_channel_block(height: int, width: int) -> np.ndarray | None:
+    """A (height, width, 4) uint8 array from a block kept per thread for the next image, or
+    None (cv2 allocates) for images above ``_KEEP_BYTES``. On this VM a fresh 1 MB block costs
+    ~1 ms of page faults per image, four times what the 4-channel warp saves."""
+    size = height * width * 4
+    if size > _KEEP_BYTES:
+        return None
+    block = getattr(_blocks, "block", None)
+    if block is None or block.size < size:
+        block = _blocks.block = np.empty(max(size, 2**20), dtype=np.uint8)
+    return block[:size].reshape(height, width, 4)
 
 
 @dataclass(frozen=True)
@@ -107,8 +125,8 @@ class TopDownPipeline:
         rotation_factor: ``rf`` of the random rotation in degrees (official 45).
         rotation_prob: probability of rotating at all (official 0.6).
         photometric: an albumentations transform applied to the uint8 crop (train only), or None;
-            it sees the image's channel order (the datasets decode RGB when ``color`` is rgb, the
-            order albumentations' colour transforms assume).
+            it sees the network's channel order (``color``; RGB is what albumentations' colour
+            transforms assume).
         color: channel order fed to the network, ``"rgb"`` or ``"bgr"``.
         udp: unbiased (UDP) crop matrix instead of the official one.
     """
@@ -223,11 +241,21 @@ class TopDownPipeline:
             image_matrix[:, 2] = matrix[:, 2] + last * matrix[:, 0]
             inverse[0] = -inverse[0]
             inverse[0, 2] += last
-        crop = cv2.warpAffine(image, image_matrix, self.input_size, flags=cv2.INTER_LINEAR)
+        # OpenCV's bilinear warp has a vectorised path for 4-channel images and none for 3: the
+        # fourth channel (with the channel swap, when one is needed) costs one cvtColor pass and
+        # saves more than that in the warp (measured: 217 -> 163 us per 256x192 crop here). The
+        # three colour channels come out bit for bit the same as a 3-channel warp (tested).
+        swap = channels != self.color
+        four = cv2.cvtColor(
+            image,
+            cv2.COLOR_BGR2RGBA if swap else cv2.COLOR_BGR2BGRA,
+            dst=_four_channel_block(image.shape[0], image.shape[1]),
+        )
+        crop = cv2.warpAffine(four, image_matrix, self.input_size, flags=cv2.INTER_LINEAR)[..., :3]
         if self.train and self.photometric is not None:
-            crop = self.photometric(image=crop)["image"]
+            crop = self.photometric(image=np.ascontiguousarray(crop))["image"]
         return CropResult(
-            image=self.to_tensor(crop, channels),
+            image=self.to_tensor(crop, self.color),  # already in the network's order
             keypoints=apply_affine(keypoints, matrix),
             visible=visible,
             center=center,
@@ -238,7 +266,8 @@ class TopDownPipeline:
         )
 
     def to_tensor(self, crop: np.ndarray, channels: str = "bgr") -> torch.Tensor:
-        """(H, W, 3) uint8 in ``channels`` order -> (3, H, W) uint8 in the configured order."""
+        """(H, W, 3) uint8 in ``channels`` order -> (3, H, W) uint8 in the configured order (a
+        view of ``crop`` when no swap is needed; strided crops stay strided)."""
         if channels != self.color:  # the swap is its own inverse
             crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
         return torch.from_numpy(crop).permute(2, 0, 1)

@@ -200,3 +200,27 @@ def test_data_udp_sets_the_crops_and_the_codec_together():
             assert codec.geometry.udp is True, name
             for part in ("val", "train") if name == "train" else ("val",):
                 assert cfg.data[part].pipeline.udp is True, (name, part)
+
+
+@pytest.mark.parametrize("keep_bytes", [None, 0])  # the kept 4-channel block, and cv2's own
+@pytest.mark.parametrize(("channels", "color"), [("bgr", "bgr"), ("bgr", "rgb"), ("rgb", "rgb")])
+def test_crop_equals_a_three_channel_warp_bit_for_bit(
+    rng, monkeypatch, keep_bytes, channels, color
+):
+    # The pipeline warps a 4-channel copy (OpenCV's vectorised path); the colour channels must be
+    # exactly what cv2.warpAffine of the 3-channel image gives, in the network's channel order.
+    from posematch.data import transforms
+
+    if keep_bytes is not None:
+        monkeypatch.setattr(transforms, "_KEEP_BYTES", keep_bytes)
+    pipe = TopDownPipeline((192, 256), COCO, train=True, flip=False, color=color)
+    kpts, vis = rng.uniform(50, 250, size=(17, 2)), np.full(17, 2)
+    for seed, shape in enumerate([(300, 400, 3), (180, 120, 3), (300, 400, 3)]):
+        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        crop = pipe(image, kpts, vis, np.array([200.0, 150.0]), np.array([1.0, 1.3]),
+                    np.random.default_rng(seed), channels)  # fmt: skip
+        matrix = affine_matrix(crop.center, crop.scale, crop.rotation, (192, 256))
+        official = cv2.warpAffine(image, matrix, (192, 256), flags=cv2.INTER_LINEAR)
+        if channels != color:
+            official = official[..., ::-1]
+        np.testing.assert_array_equal(crop.image.permute(1, 2, 0).numpy(), official)
