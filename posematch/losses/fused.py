@@ -1,20 +1,24 @@
 """The matching loss's fused CPU solve (``fused_solve.cpp``), built on first use with torch's
-``cpp_extension`` and cached per machine (``$TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``; ``make install`` builds it, about 25 s once).
+``cpp_extension`` and cached per machine and torch version (``build_directory()``: under
+``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); ``make install`` builds it,
+10-25 s once.
 
 ``fused_solver()`` returns ``torch.ops.posematch.matching_solve`` or None when it cannot be used:
 switched off (``POSEMATCH_FUSED=0`` in the environment, or ``use_fused(False)``), or not built
 (no C++ compiler: a warning says so once, and the loss runs on torch ops, slower, to the same
-values within float rounding). The op takes a (P, N), positions (P, M, 2), b (P, M), h, w, reg,
-max_iters, tol, need_grad, and returns <C, P> (P,), dL/da (P, N) (empty without need_grad) and the
-scalings each problem ran (P,), as ``transport._solve`` does for the batch.
+values within float rounding). The op takes a (P, N) suppliers, the (P, M, N) cost and stabilised
+kernel (both overwritten), the (P, N) row factors, b (P, M), max_iters, tol and need_grad, and
+returns <C, P> (P,), dL/da (P, N) (empty without need_grad) and the scalings each problem ran
+(P,): what ``transport._solve`` computes after its kernel, for the batch.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +29,10 @@ SOURCE = Path(__file__).with_name("fused_solve.cpp")
 # -fopenmp: at::parallel_for is OpenMP in torch's CPU builds (the process's libgomp, torch's own
 # thread count) and the pixel sums are `omp simd` reductions; -fno-math-errno lets sqrt vectorise.
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
+
+# A build killed half way leaves cpp_extension's lock file, and every later build would wait on
+# it for ever: one older than this (seconds) is taken as stale. A build takes 10-25 s here.
+STALE_LOCK_S = 600.0
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -44,15 +52,28 @@ def _build() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         from torch.utils.cpp_extension import load
     finally:
         quiet.setLevel(level)
+    folder = build_directory()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        lock.unlink(missing_ok=True)
     load(
         name="posematch_fused_solve",
         sources=[str(SOURCE)],
+        build_directory=str(folder),
         extra_cflags=FLAGS,
         extra_ldflags=["-fopenmp"],
         is_python_module=False,
         verbose=False,
     )
     return torch.ops.posematch.matching_solve
+
+
+def build_directory() -> Path:
+    """Where the op is built: one folder per torch version and Python (the op links to torch)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(root) / f"posematch_fused_solve-{py}-torch{torch.__version__}"
 
 
 def _tail(err: Exception, lines: int = 4) -> str:

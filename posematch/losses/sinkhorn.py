@@ -12,6 +12,8 @@ How it is computed, and why:
   dot (a plain kernel exp(-C/reg) underflows in float32 beyond ~87 px). The row factor cancels
   because every iteration ends with the row marginals exact: P_ij = a_i K~_ij v_j / sum_j' K~_ij' v_j'.
   This is the log-domain Sinkhorn in closed form, at the cost of two small products per iteration.
+  On a CPU the scalings and the gradient run in a fused C++ op, one problem at a time with its
+  kernel in cache (``posematch.losses.fused``); batched torch ops on CUDA and as the fallback.
 - Iteration semantics follow POT's ``ot.sinkhorn``: the same iterates from the same start (u = 1,
   then v = b / K^T u, u = a / K v, ...), so that after n iterations the plan equals POT's after
   ``numItermax=n``; each joint's problem stops when its column-marginal error ||P^T 1 - b||_2

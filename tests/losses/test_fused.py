@@ -4,6 +4,9 @@ against POT and float64 references (test_sinkhorn.py, both solvers)."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 
@@ -53,3 +56,29 @@ def test_the_op_refuses_mismatched_input():
         op(a, cost, kernel.double(), torch.ones(2, 6), b, 10, 1e-5, True)
     with pytest.raises(RuntimeError, match="max_iters"):
         op(a, cost, kernel, torch.ones(2, 6), b, 0, 1e-5, True)
+
+
+@pytest.mark.parametrize(("age_s", "removed"), [(3600.0, True), (5.0, False)])
+def test_a_stale_build_lock_is_removed_a_fresh_one_kept(tmp_path, monkeypatch, age_s, removed):
+    # A build killed half way leaves cpp_extension's lock, on which every later build would wait.
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = fused.build_directory()
+    assert folder.parent == tmp_path
+    folder.mkdir()
+    lock = folder / "lock"
+    lock.touch()
+    stamp = time.time() - age_s
+    os.utime(lock, (stamp, stamp))
+    seen = {}
+
+    def fake_load(**kwargs):
+        seen.update(kwargs, lock_there=lock.exists())
+        raise RuntimeError("not building in this test")
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    with pytest.raises(RuntimeError, match="not building"):
+        fused._build()
+    assert seen["build_directory"] == str(folder)
+    assert seen["lock_there"] is not removed
