@@ -14,6 +14,7 @@ returns <C, P> (P,), dL/da (P, N) (empty without need_grad) and the scalings eac
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -70,10 +71,12 @@ def _build() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
 
 
 def build_directory() -> Path:
-    """Where the op is built: one folder per torch version and Python (the op links to torch)."""
+    """Where the op is built: one folder per Python, torch version and torch installation (the op
+    links to that torch; two virtual environments would otherwise rebuild it in turn)."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    return Path(root) / f"posematch_fused_solve-{py}-torch{torch.__version__}"
+    where = hashlib.sha1(str(Path(torch.__file__).resolve().parent).encode()).hexdigest()[:8]
+    return Path(root) / f"posematch_fused_solve-{py}-torch{torch.__version__}-{where}"
 
 
 def _tail(err: Exception, lines: int = 4) -> str:
