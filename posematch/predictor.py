@@ -105,6 +105,16 @@ def trained_model(cfg: DictConfig, checkpoint: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
+def run_test_time(cfg: DictConfig) -> tuple[bool, bool]:
+    """(flip test, 1 px shift of the flipped heatmaps) of a trained run's config: its ``test``
+    group (conf/test/), or the trainer's ``flip_test`` / ``shift_heatmap`` of runs from before
+    that group; both on when neither says."""
+    trainer, test = cfg.get("trainer", {}), cfg.get("test", {})
+    flip = test.get("flip", trainer.get("flip_test", True))
+    shift = test.get("shift", trainer.get("shift_heatmap", True))
+    return bool(flip), bool(shift)
+
+
 def checkpoint_config(path: str | Path, trust: bool = False) -> DictConfig | None:
     """The ``config`` a posematch checkpoint carries (``model``, ``codec``, ``data``; written by
     ``posematch-train``), checked like a run folder's; None when the file has none."""

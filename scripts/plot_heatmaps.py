@@ -53,7 +53,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from posematch.inference import predict_heatmaps
-from posematch.predictor import saved_config, trained_model
+from posematch.predictor import run_test_time, saved_config, trained_model
 
 PARTS = ("wrist", "elbow", "knee", "ankle")  # default joints: one of each, the labelled side first
 LOSS_NAMES = {"SinkhornMatchingLoss": "matching loss", "JointsMSELoss": "MSE"}
@@ -170,9 +170,7 @@ def run_sample(run: Run, index: int, flip: bool, device: str) -> dict[str, Any]:
         )
     sample = run.dataset[index]
     flip_perm = run.spec.flip_permutation() if flip else None
-    # The run's test-time shift (conf/test/); runs from before that group kept it in the trainer.
-    old_shift = run.cfg.get("trainer", {}).get("shift_heatmap", True)
-    shift = bool(run.cfg.get("test", {}).get("shift", old_shift))
+    _, shift = run_test_time(run.cfg)  # the run's own shift; --flip says whether to flip
     images = sample.image[None].to(device)
     heatmaps = predict_heatmaps(run.model, images, flip_perm, shift).cpu()
     decoded = run.codec.decode(heatmaps)

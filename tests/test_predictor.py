@@ -73,3 +73,17 @@ def test_bad_boxes_and_folders_are_named(tmp_path, run_folder):
         predictor.predict(str(IMAGE), boxes=[[0, 0, float("nan"), 10]])
     with pytest.raises(FileNotFoundError, match=r"no best\.pth or last\.pth"):
         posematch.Predictor.from_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        ({"test": {"flip": False, "shift": True}, "trainer": {"flip_test": True}}, (False, True)),
+        ({"trainer": {"flip_test": False, "shift_heatmap": False}}, (False, False)),  # old runs
+        ({"trainer": {}}, (True, True)),  # neither says: the official flip test with its shift
+    ],
+)
+def test_run_test_time_reads_the_test_group_then_the_old_trainer_keys(cfg, expected):
+    from posematch.predictor import run_test_time
+
+    assert run_test_time(OmegaConf.create(cfg)) == expected

@@ -10,6 +10,7 @@ import torch
 
 from posematch.predictor import (  # noqa: F401  (the commands' imports)
     TRUSTED_TARGETS,
+    run_test_time,
     saved_config,
     trained_model,
     untrusted_targets,

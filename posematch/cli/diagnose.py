@@ -22,7 +22,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from posematch.cli.common import CONFIG_PATH, resolve_device, saved_config, trained_model
+from posematch.cli.common import (
+    CONFIG_PATH,
+    resolve_device,
+    run_test_time,
+    saved_config,
+    trained_model,
+)
 from posematch.engine.checks import check_geometry
 from posematch.engine.diagnose import diagnose
 from posematch.evaluation.diagnosis import markdown
@@ -104,9 +110,7 @@ def run(cfg: DictConfig) -> dict:
     dataset = instantiate(train_cfg.data.val)
     spec = instantiate(train_cfg.data.spec)
     evaluator = instantiate(train_cfg.data.evaluator, results_name="diagnosis_results.json")
-    # The run's test time (conf/test/); runs from before that group kept it in the trainer.
-    trainer = train_cfg.get("trainer", {})
-    test = train_cfg.get("test", {})
+    flip, shift = run_test_time(train_cfg)
     report = diagnose(
         model,
         dataset,
@@ -116,8 +120,8 @@ def run(cfg: DictConfig) -> dict:
         device,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
-        flip=bool(test.get("flip", trainer.get("flip_test", True))),
-        shift=bool(test.get("shift", trainer.get("shift_heatmap", True))),
+        flip=flip,
+        shift=shift,
     )
     report = {
         "run": str(run_dir),
