@@ -114,7 +114,9 @@ class Runner:
         return {k: v * 1e3 for k, v in ms.items()}
 
     def close(self) -> None:
-        del self.batches  # stops the loader's workers
+        # The loader's persistent workers stop when the loader itself goes (it keeps its iterator):
+        # left to interpreter exit, their shutdown can hang.
+        del self.batches, self.loader
 
 
 def main() -> None:

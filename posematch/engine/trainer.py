@@ -71,6 +71,17 @@ class _ResumableSampler(torch.utils.data.Sampler[int]):
         return len(self.sampler) - self.skip
 
 
+def stop_workers(loader: DataLoader) -> None:
+    """Stop the loader's persistent worker processes now. The loader keeps its iterator, and on an
+    error the traceback keeps the loader: left to interpreter exit, the workers' shutdown hung
+    (measured: ``posematch-train`` printed its non-finite-loss error and never exited). Torch has
+    no public call for this; its iterator's own shutdown is idempotent."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
+
+
 def train_loader(dataset: Dataset, settings: TrainerSettings, device: torch.device) -> DataLoader:
     """Shuffled by (seed, epoch) identically on every rank; each rank takes its share."""
     sampler = DistributedSampler(
@@ -345,6 +356,7 @@ def fit(
     finally:
         flag.__exit__(None, None, None)
         logger.close()
+        stop_workers(loader)
     return {
         "epochs": settings.epochs,
         "final_loss": history[-1] if history else None,
