@@ -1,8 +1,8 @@
 // The matching loss's solve on a CPU, one problem at a time: posematch::matching_solve.
 //
-// The same arithmetic as posematch/losses/transport.py (_solve, sinkhorn_scalings and
-// _multipliers; their docstrings and posematch/losses/sinkhorn.py's derive it), fused per
-// problem. One problem's cost and kernel (M x N values: 24 KiB for 4 demanders on a 32x24 map)
+// The same arithmetic as posematch/losses/transport.py from the stabilised kernel on (the rest
+// of _solve, sinkhorn_scalings and _multipliers; their docstrings and posematch/losses/
+// sinkhorn.py's derive it), fused per problem. One problem's cost and kernel (M x N values: 24 KiB for 4 demanders on a 32x24 map)
 // stay in the core's cache through all its scalings, and a scaling is two passes over the kernel
 // with no op boundary, where the batched torch ops pay a dispatch and a thread hand-off per op
 // and stream the whole batch's kernel through memory per pass. Problems run in parallel on
@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <tuple>
 #include <vector>
 
