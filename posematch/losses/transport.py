@@ -24,6 +24,7 @@ when it is needed), and the backward scales it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch.autograd.function import FunctionCtx
@@ -158,9 +159,11 @@ def _solve(
     max_iters: int,
     tol: float,
     need_grad: bool,
+    fused: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """<C, P> per problem (P,), its gradient w.r.t. the suppliers (P, N) when ``need_grad`` (else
-    None), and the scalings run (see ``MatchingCost``)."""
+    None), and the scalings run (see ``MatchingCost``); from the kernel on by the ``fused`` CPU op
+    when given, else by the batched torch ops (P even: they run pairs of problems)."""
     (problems, demanders), pixels = b.shape, a.shape[-1]
     cost = pixel_costs(positions, shape, out=scratch("cost", (problems, demanders, pixels), a))
     nearest = cost.amin(dim=-2, keepdim=True)
@@ -179,7 +182,6 @@ def _solve(
     kernel.exp_()
     if reg < SUBPIXEL_SPREAD / 80.0:  # only then can exp underflow (spread <= sqrt(2) px)
         kernel.clamp_min_(torch.finfo(kernel.dtype).tiny)
-    fused = fused_solver() if a.device.type == "cpu" else None
     if fused is not None:  # the scalings and all after them, one problem at a time
         value, grad, iters_each = fused(a, cost, kernel, row_factor, b, max_iters, tol, need_grad)
         return value, grad if need_grad else None, int(iters_each.max())
@@ -254,9 +256,10 @@ class MatchingCost(torch.autograd.Function):
         ctx.threads = info.get("threads")  # the caller's choice (None: the process's count)
         need_grad = bool(ctx.needs_input_grad[0])
         problems = a.shape[0]
-        if problems % 2:  # products run on pairs of problems: a copy of the last fills the pair
+        fused = fused_solver() if a.device.type == "cpu" else None
+        if problems % 2 and fused is None:  # the torch ops run pairs: a copy of the last fills one
             a, positions, b = (torch.cat([x, x[-1:]]) for x in (a, positions, b))
-        value, grad, iters = _solve(a, positions, b, shape, reg, max_iters, tol, need_grad)
+        value, grad, iters = _solve(a, positions, b, shape, reg, max_iters, tol, need_grad, fused)
         if grad is not None:
             ctx.save_for_backward(grad[:problems])
         info["iters"] = iters
