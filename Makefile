@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23.2"
-	$(PY) -m pip install -e ".[dev,export,fast]"
+	$(PY) -m pip install -e ".[dev,export,fast,imagenet]"
 	$(PY) -m posematch.losses.fused  # the loss's C++ CPU solve, built once (~10-25 s)
 	touch $(STAMP)
 

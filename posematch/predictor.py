@@ -92,14 +92,22 @@ def saved_config(run_dir: str | Path, trust: bool = False) -> DictConfig:
     return cfg
 
 
+def checkpoint_holds_every_weight(model_cfg: DictConfig) -> None:
+    """Drop a model config's weight sources (``pretrained``: the ImageNet start; ``init_from``: the
+    fine-tune start) in place: a trained checkpoint replaces them, and their files need not exist
+    where the checkpoint is used."""
+    for key in ("pretrained", "init_from"):
+        if model_cfg.get(key) is not None:
+            model_cfg[key] = None
+
+
 def trained_model(cfg: DictConfig, checkpoint: str | Path) -> torch.nn.Module:
     """``cfg.model`` instantiated with the weights of ``checkpoint`` (``weights_only``, strict), in
     eval mode on the CPU; the ImageNet start of the config is skipped (the checkpoint has it all)."""
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint={checkpoint}: file not found")
     model_cfg = copy.deepcopy(cfg.model)
-    if model_cfg.get("pretrained") is not None:
-        model_cfg.pretrained = None
+    checkpoint_holds_every_weight(model_cfg)
     model = instantiate(model_cfg)
     load_checkpoint(model, checkpoint)
     return model.eval()

@@ -89,9 +89,10 @@ def needed(cfg: DictConfig) -> list[Needed]:
             if any(n.path == path for n in out):
                 continue
             out.append(Needed(f"data.{part}.{key}", path, key == "image_dir"))
-    pretrained = pretrained_file(cfg.model.get("pretrained"))
-    if pretrained is not None:
-        out.append(Needed("model.pretrained", Path(pretrained), False))
+    for key in ("pretrained", "init_from"):
+        weights = pretrained_file(cfg.model.get(key))
+        if weights is not None:
+            out.append(Needed(f"model.{key}", Path(weights), False))
     return out
 
 

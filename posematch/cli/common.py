@@ -10,6 +10,7 @@ import torch
 
 from posematch.predictor import (  # noqa: F401  (the commands' imports)
     TRUSTED_TARGETS,
+    checkpoint_holds_every_weight,
     run_test_time,
     saved_config,
     trained_model,

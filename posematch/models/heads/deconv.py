@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from posematch.models.heads.conv1x1 import ACTIVATIONS
 from posematch.models.init import init_official_
 
 # (padding, output_padding) that make a stride-2 transposed conv exactly double the size.
@@ -26,6 +27,8 @@ class DeconvHead(nn.Module):
         deconv_channels: channels of every transposed conv.
         deconv_kernel: 4 (official), 3 or 2.
         final_kernel: 1 (official) or 3.
+        activation: ``"none"`` (official: raw conv output) or ``"softplus"`` (positive heatmaps,
+            as ``Conv1x1Head``'s: the matching loss's relu never sees a value <= 0).
     """
 
     def __init__(
@@ -36,8 +39,11 @@ class DeconvHead(nn.Module):
         deconv_channels: int = 256,
         deconv_kernel: int = 4,
         final_kernel: int = 1,
+        activation: str = "none",
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}: expected one of {ACTIVATIONS}")
         if deconv_kernel not in _DECONV_PADDING:
             raise ValueError(f"deconv_kernel={deconv_kernel}: expected one of (4, 3, 2)")
         if final_kernel not in (1, 3):
@@ -62,6 +68,7 @@ class DeconvHead(nn.Module):
         head_in = deconv_channels if num_deconv else in_channels
         self.final_layer = nn.Conv2d(head_in, num_keypoints, final_kernel, 1, final_kernel // 2)
         init_official_(self)
+        self.activation = nn.Softplus() if activation == "softplus" else nn.Identity()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.final_layer(self.deconv_layers(features))
+        return self.activation(self.final_layer(self.deconv_layers(features)))
