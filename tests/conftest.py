@@ -58,4 +58,5 @@ def model_config(path: Path, num_keypoints: int = 17):
 
     root = OmegaConf.create({"data": {"num_keypoints": num_keypoints}})
     root.model = OmegaConf.load(path)
+    root.model.pretrained = None  # shapes and counts only: ImageNet loads are tested on their own
     return root.model

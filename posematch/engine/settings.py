@@ -28,6 +28,10 @@ class TrainerSettings:
     ``warmup_iters`` steps (torch's ``LinearLR``, ``posematch.engine.optim.warmup``). sync_bn: convert
     BatchNorm to SyncBatchNorm under DDP. log_every: steps between TensorBoard loss points.
     max_steps_per_epoch: cap on steps (smoke runs); None = the whole epoch.
+    dead_guard / dead_guard_patience: for a loss that normalises relu heatmaps (the matching loss),
+    stop with ``DeadHeatmapsError`` once the share of dead heatmaps (no positive value) on the
+    training batches stays above ``dead_guard`` for ``dead_guard_patience`` steps after the warm-up
+    (``posematch.engine.guard``); ``dead_guard: null`` switches it off. Other losses ignore both.
     """
 
     epochs: int = 210
@@ -43,6 +47,8 @@ class TrainerSettings:
     sync_bn: bool = False
     log_every: int = 50
     max_steps_per_epoch: int | None = None
+    dead_guard: float | None = 0.5
+    dead_guard_patience: int = 100
 
     def __post_init__(self) -> None:
         # Hydra hands over whatever the command line said (trainer.epochs=abc, =2.5): name it.
@@ -53,6 +59,25 @@ class TrainerSettings:
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"trainer.{name}={value!r}: expected an integer")
+        if isinstance(self.dead_guard_patience, bool) or not isinstance(
+            self.dead_guard_patience, int
+        ):
+            raise ValueError(
+                f"trainer.dead_guard_patience={self.dead_guard_patience!r}: expected an integer"
+            )
+        if self.dead_guard is not None and (
+            isinstance(self.dead_guard, bool)
+            or not isinstance(self.dead_guard, int | float)
+            or not 0 <= self.dead_guard < 1
+        ):
+            raise ValueError(
+                f"trainer.dead_guard={self.dead_guard!r}: a share in [0, 1) of dead heatmaps, "
+                "or null (off)"
+            )
+        if self.dead_guard_patience < 1:
+            raise ValueError(
+                f"trainer.dead_guard_patience={self.dead_guard_patience}: must be at least 1"
+            )
         for name in ("warmup_ratio", "grad_clip"):
             value = getattr(self, name)
             if value is not None and (

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from posematch.data.topdown import TopDownDataset
 from posematch.engine import checkpoint, dist
 from posematch.engine.evaluate import evaluate
+from posematch.engine.guard import DeadHeatmapGuard
 from posematch.engine.logging import RunLogger
 from posematch.engine.optim import OptimizerSettings, warmup
 from posematch.engine.settings import RunFolder, TrainerSettings, Validation
@@ -180,6 +181,8 @@ def train_one_epoch(
         step += 1
         progress.update(loss.item())
         logger.scalar("train/loss_step", loss.item(), step)
+        if "dead_share" in out.stats:
+            logger.scalar("train/dead_share_step", out.stats["dead_share"], step)
         signum = flag.agreed(device) if flag is not None else 0
         if signum and i + 1 < steps:  # after the last step the epoch ends normally
             progress.close()
@@ -281,6 +284,14 @@ def fit(
         where = f", batch {partial['batch']}" if partial else ""
         log.info("resumed from %s at epoch %d%s", resume_path, start_epoch, where)
     schedulers = {"scheduler": scheduler, "warmup": warmup_sched}
+    if settings.dead_guard is not None and getattr(loss_fn, "normalises_relu", False):
+        loss_fn = DeadHeatmapGuard(
+            loss_fn,
+            settings.dead_guard,
+            settings.dead_guard_patience,
+            warmup_steps=settings.warmup_iters,
+            start_step=step,
+        )
 
     wrapped: nn.Module = model
     if dist.is_distributed():

@@ -196,6 +196,9 @@ class SinkhornMatchingLoss(nn.Module):
     """
 
     target_kind = "dots"  # consumes DotCodec targets
+    # Suppliers are relu(H) / sum relu(H): a heatmap with no positive value has no gradient, so
+    # training watches for dead heatmaps (posematch.engine.guard).
+    normalises_relu = True
 
     def __init__(
         self,
