@@ -1,0 +1,136 @@
+"""Per-step traces of the paper's relu head under the matching loss (issue 13, item 1).
+
+    python scripts/relu_trace.py [--steps 300] [--arms adam1e-3,sgd] [--out results/relu_trace.json]
+
+Every arm trains the same network from the same start on the same batches (the synthetic demo data,
+128x96, batch 16, seed 0; EfficientNet-Lite0 with its ImageNet weights and a new SimpleBaseline head
+by default) with the matching loss on relu heatmaps (cost and reg in heatmap pixels, the paper's
+reading), and only the optimizer or the suppliers' activation changes. Each step records the loss,
+the share of dead heatmaps (no positive value), the share of positive pixels, the mean of the
+final layer's bias and the median heatmap maximum. The traces go to ``--out`` (JSON, one list per
+arm) and ``results/relu_trace.png``. A diagnostic, not a training recipe: a plain loop, no
+validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from posematch.types import Batch
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = [
+    "experiment=demo/synthetic_base",
+    "model=efficientnet_lite0",
+    "model.head.activation=none",
+    "codec=dots",
+    "loss=sinkhorn",
+    "trainer.warmup_iters=0",
+]
+# name -> (extra overrides, optimizer factory over (head params, other params))
+ARMS = {
+    "adam1e-3": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-3)),
+    "adam1e-4": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-4)),
+    "sgd": ([], lambda h, o: torch.optim.SGD([*h, *o], lr=1e-2, momentum=0.9)),
+    "adam_headsgd": (
+        [],
+        lambda h, o: _Pair(torch.optim.SGD(h, lr=1e-2, momentum=0.9), torch.optim.Adam(o, lr=1e-3)),
+    ),
+    "adam_nobias": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-3)),
+    "softplus": (
+        ["model.head.activation=softplus"],
+        lambda h, o: torch.optim.Adam([*h, *o], lr=1e-3),
+    ),
+}
+
+
+class _Pair:
+    """Two optimizers stepped together (one for the head's final layer, one for the rest)."""
+
+    def __init__(self, *opts: torch.optim.Optimizer) -> None:
+        self.opts = opts
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.opts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.opts:
+            o.step()
+
+
+def trace(arm: str, steps: int, data_root: str) -> list[dict[str, float]]:
+    extra, make = ARMS[arm]
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*BASE, *extra, f"data.root={data_root}"])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    final = model.head.final_layer
+    if arm == "adam_nobias":  # the bias held at 0: only the weights can lower the map
+        final.bias.requires_grad_(False)
+    loss_fn = instantiate(cfg.loss)
+    dataset = instantiate(cfg.data.train)
+    dataset.set_epoch(0)
+    gen = torch.Generator().manual_seed(0)
+    loader = DataLoader(dataset, batch_size=16, shuffle=True, generator=gen, num_workers=2,
+                        collate_fn=Batch.collate, drop_last=True, persistent_workers=True)  # fmt: skip
+    head = [p for p in final.parameters() if p.requires_grad]
+    other = [p for n, p in model.named_parameters() if not n.startswith("head.final_layer.")]
+    opt = make(head, other)
+    model.train()
+    out: list[dict[str, float]] = []
+    epoch = 0
+    while len(out) < steps:
+        dataset.set_epoch(epoch)
+        for batch in loader:
+            heatmaps = model(batch.image)
+            loss = loss_fn(heatmaps, batch.target, batch.target_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            h = heatmaps.detach()
+            used = batch.target_weight > 0
+            dead = (h.flatten(2).amax(2) <= 0) & used
+            out.append({
+                "loss": float(loss.detach()),
+                "dead_share": float(dead.sum() / used.sum().clamp_min(1)),
+                "positive_pixels": float((h > 0).float().mean()),
+                "bias_mean": float(final.bias.mean()),
+                "max_median": float(h.flatten(2).amax(2).median()),
+            })  # fmt: skip
+            if len(out) >= steps:
+                break
+        epoch += 1
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--data", default=str(REPO / "data" / "synthetic"))
+    parser.add_argument("--out", default=str(REPO / "results" / "relu_trace.json"))
+    args = parser.parse_args()
+    path = Path(args.out)
+    done = json.loads(path.read_text()) if path.exists() else {}
+    for arm in args.arms.split(","):
+        if len(done.get(arm, [])) >= args.steps:
+            continue
+        start = time.time()
+        done[arm] = trace(arm, args.steps, args.data)
+        path.write_text(json.dumps(done))
+        last = done[arm][-1]
+        print(f"{arm}: {time.time() - start:.0f} s, last step: " +
+              ", ".join(f"{k} {v:.4g}" for k, v in last.items()), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
