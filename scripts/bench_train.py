@@ -18,7 +18,8 @@ adds <= 5% to a demo step, judged on its own time: the whole steps also differ o
 the codec their loader workers run). The script is a report: PASS/FAIL beside the target, exit 0.
 The machine's load is printed first.
 
-Usage: python scripts/bench_train.py [--steps N] [--quick]   (--quick: the demo model only)
+Usage: python scripts/bench_train.py [--steps N] [--quick] [--setups demo,EfficientNet]
+(--quick: the demo model only; --setups: the setups whose names start so)
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ SETUPS = {  # name: (overrides, batch size)
         ["model=hrnet_w32", "data.input_size=[192,256]", "data.heatmap_size=[48,64]"],
         4,
     ),
+    # The ImageNet start (issue 12) at the demo's input and batch: stride-32 and stride-16 cuts.
+    "EfficientNet-Lite0 128x96": (["model=efficientnet_lite0"], 16),
+    "EfficientNet-Lite0-s16 128x96": (["model=efficientnet_lite0_s16"], 16),
 }
 
 
@@ -123,10 +127,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--quick", action="store_true", help="the demo model only")
+    parser.add_argument("--setups", default=None, help="comma-separated name prefixes to run")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     setups = dict(list(SETUPS.items())[:1]) if args.quick else SETUPS
+    if args.setups:
+        wanted = tuple(args.setups.split(","))
+        setups = {k: v for k, v in setups.items() if k.startswith(wanted)}
     print("| model | loss | " + " | ".join(f"{p} ms" for p in PHASES) + " | step ms | loss share |")
     print("|---|---|" + "---:|" * (len(PHASES) + 2))
     verdicts = []

@@ -1,7 +1,8 @@
 """Paper-style rows of metrics (percent, one decimal), as the tables of Qu et al. 2022 print them.
 
 COCO: AP AP50 AP75 APM APL AR (pycocotools stats x 100). MPII: Mean Hea Sho Elb Wri Hip Kne Ank
-(PCKh@0.5, already in percent).
+(PCKh@0.5, already in percent). DeepLabCut projects (``markdown_row`` only, no paper table): RMSE
+RMSE_pcutoff (pixels, one decimal) PCK (percent) AP (x 100; missing without OKS sigmas).
 """
 
 from __future__ import annotations
@@ -43,9 +44,19 @@ def paper_row(metrics: Mapping[str, float | bool]) -> tuple[list[str], list[str]
     raise ValueError(f"metrics: neither COCO nor MPII columns in {sorted(metrics)}")
 
 
+DLC_COLUMNS = ("RMSE", "RMSE_pcutoff", "PCK", "AP")
+
+
+def dlc_row(metrics: Mapping[str, float | bool]) -> tuple[list[str], list[str]]:
+    """(header, values) of ``posematch.evaluation.dlc.DlcEvaluator``'s metrics."""
+    scales = {"RMSE": 1.0, "RMSE_pcutoff": 1.0, "PCK": 1.0, "AP": 100.0}
+    values = [percent(metrics[k], scales[k]) if k in metrics else MISSING for k in DLC_COLUMNS]
+    return list(DLC_COLUMNS), values
+
+
 def markdown_row(metrics: Mapping[str, float | bool]) -> str:
-    """A three-line Markdown table: header, separator, values."""
-    header, values = paper_row(metrics)
+    """A three-line Markdown table: header, separator, values (COCO, MPII or DeepLabCut)."""
+    header, values = dlc_row(metrics) if "RMSE" in metrics else paper_row(metrics)
     return "\n".join(
         [
             "| " + " | ".join(header) + " |",
