@@ -58,6 +58,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         no_decay=tuple(cfg.optim.get("no_decay") or ()),
         base_batch=cfg.optim.get("base_batch"),
         schedule=instantiate(cfg.schedule) if cfg.get("schedule") else None,
+        lr_mult=dict(cfg.optim.get("lr_mult") or {}),
     )
     validation = None
     if cfg.validate:

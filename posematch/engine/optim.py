@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +26,37 @@ from torch.optim.lr_scheduler import LinearLR, LRScheduler
 log = logging.getLogger("posematch.train")
 
 
-def param_groups(model: nn.Module, no_decay: Sequence[str]) -> list[dict[str, Any]]:
-    """The trainable parameters, in model order: those whose name contains a ``no_decay`` key in a
-    second group with ``weight_decay=0``, the others in the first (the optimizer's own decay)."""
-    decay, plain = [], []
+def param_groups(
+    model: nn.Module,
+    no_decay: Sequence[str],
+    lr: float | None = None,
+    lr_mult: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """The trainable parameters, in model order, in groups: those whose name contains a
+    ``no_decay`` key with ``weight_decay=0``, the others with the optimizer's own decay; and, for
+    each ``lr_mult`` key (a name prefix, e.g. ``head.final_layer``), the parameters under it at
+    ``lr`` x its factor (mmpose's ``paramwise_cfg.custom_keys``; the first matching key wins).
+    Empty groups are left out; the first group is always the plain one."""
+    mults = dict(lr_mult or {})
+    groups: dict[tuple[bool, str | None], list[nn.Parameter]] = {(False, None): []}
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            (plain if any(key in name for key in no_decay) else decay).append(p)
-    groups: list[dict[str, Any]] = [{"params": decay}]
-    if plain:
-        groups.append({"params": plain, "weight_decay": 0.0})
-    return groups
+        if not p.requires_grad:
+            continue
+        key = next((k for k in mults if name.startswith(k)), None)
+        groups.setdefault((any(k in name for k in no_decay), key), []).append(p)
+    out: list[dict[str, Any]] = []
+    for (plain, key), params in groups.items():
+        if not params and out:
+            continue
+        group: dict[str, Any] = {"params": params}
+        if plain:
+            group["weight_decay"] = 0.0
+        if key is not None:
+            if lr is None:
+                raise ValueError("param_groups: lr_mult needs the base lr")
+            group["lr"] = lr * mults[key]
+        out.append(group)
+    return out
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,8 @@ class OptimizerSettings:
     base_batch: global batch that ``lr`` was tuned for; None keeps ``lr`` at any batch.
     schedule: ``optimizer -> scheduler`` stepped once per epoch (a partial of a torch scheduler,
         the config's ``schedule`` group), or None for a constant rate.
+    lr_mult: parameter-name prefix -> factor on the lr for the parameters under it (e.g.
+        ``{head.final_layer: 0.01}``); schedules and warm-up scale every group alike.
     """
 
     make: Callable[..., torch.optim.Optimizer]
@@ -58,8 +80,12 @@ class OptimizerSettings:
     no_decay: tuple[str, ...] = ()
     base_batch: int | None = None
     schedule: Callable[[torch.optim.Optimizer], LRScheduler] | None = None
+    lr_mult: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
+        for key, factor in dict(self.lr_mult or {}).items():
+            if isinstance(factor, bool) or not isinstance(factor, int | float) or not factor > 0:
+                raise ValueError(f"optim.lr_mult.{key}={factor!r}: a positive factor on the lr")
         try:
             lr = float(self.lr)
         except (TypeError, ValueError) as err:
@@ -84,7 +110,13 @@ class OptimizerSettings:
         lr = self.lr_for(global_batch)
         if lr != self.lr:
             log.info("lr scaled to %.3g for a global batch of %d", lr, global_batch)
-        return self.make(param_groups(model, self.no_decay), lr=lr)
+        groups = param_groups(model, self.no_decay, lr, self.lr_mult)
+        if self.lr_mult:
+            unmatched = [k for k in self.lr_mult if not any(n.startswith(k) for n, _ in
+                                                              model.named_parameters())]  # fmt: skip
+            if unmatched:
+                raise ValueError(f"optim.lr_mult: no parameter name starts with {unmatched}")
+        return self.make(groups, lr=lr)
 
 
 def warmup(optimizer: torch.optim.Optimizer, iters: int, ratio: float) -> LinearLR | None:

@@ -56,3 +56,28 @@ def test_lr_scales_linearly_with_the_global_batch():
 def test_bad_settings_name_the_option(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OptimizerSettings(torch.optim.Adam, **kwargs)
+
+
+def test_lr_mult_gives_a_prefix_its_own_rate_which_the_schedules_scale_alike():
+    model = nn.Sequential()
+    model.add_module("backbone", nn.Linear(2, 2))
+    head = nn.Sequential()
+    head.add_module("final_layer", nn.Linear(2, 1))
+    model.add_module("head", head)
+    schedule = partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[1], gamma=0.1)
+    settings = OptimizerSettings(torch.optim.SGD, lr=0.5, schedule=schedule,
+                                 lr_mult={"head.final_layer": 0.01})  # fmt: skip
+    opt = settings.build(model, 1)
+    by_id = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert by_id[id(model.backbone.weight)] == 0.5
+    assert by_id[id(model.head.final_layer.weight)] == pytest.approx(0.005)
+    assert by_id[id(model.head.final_layer.bias)] == pytest.approx(0.005)
+    sched = settings.schedule(opt)
+    opt.step()
+    sched.step()
+    lrs = sorted(g["lr"] for g in opt.param_groups if g["params"])
+    assert lrs == pytest.approx([0.0005, 0.05])
+    with pytest.raises(ValueError, match="no parameter name starts with"):
+        OptimizerSettings(torch.optim.SGD, lr=0.5, lr_mult={"head.nothing": 2.0}).build(model, 1)
+    with pytest.raises(ValueError, match=r"optim\.lr_mult\.head"):
+        OptimizerSettings(torch.optim.SGD, lr=0.5, lr_mult={"head": 0.0})

@@ -1,0 +1,417 @@
+"""The paper's protocol in kind (issue 13, item 3): an ImageNet start, a new head, each loss arm.
+
+    python scripts/study_imagenet.py [--datasets synthetic,openfield,mirror] [--arms mse,relu,...]
+        [--runs runs/imagenet] [--parallel 1] [--device auto] [--smoke]
+
+Every run is ``python -m posematch.cli.train`` (what ``posematch-train`` runs) on EfficientNet-Lite0
+with the ImageNet weights of ``make install`` and a new SimpleBaseline head; arms differ only in
+the loss, its codec and the head's output activation (``ARMS``). Protocol, per dataset:
+
+1. ``search``: each arm trains at every lr of ``LRS`` (the paper's relu arm at the paper's 1e-3
+   only), seed 0. Selection looks only at: synthetic, the last epoch's val AP; a DeepLabCut
+   project (5 folds), fold 0's held-out RMSE.
+2. ``final``: the selected lr, scored where selection never looked: synthetic, seeds 0 and 1 on
+   the held-out test split (``posematch-diagnose split=test``, last checkpoint); a project, folds
+   1-4 (seed 0), their held-out frames, last checkpoint.
+
+Every run lives in its own folder under ``--runs`` and is skipped once it has finished (its last
+epoch in ``metrics.jsonl``), so the command resumes. ``--out`` (JSON) gets every finished run's
+numbers after each run; ``results/imagenet_study.md`` is written from it. ``--parallel N`` runs N
+trainings at a time (on a GPU; on a 2-core CPU keep 1). ``--smoke`` runs 2 steps per epoch of
+one epoch of every arm into ``--runs``/smoke and reports failures, nothing else. The dead-heatmap
+guard is off (``trainer.dead_guard=null``): a dying run is a result here, recorded by its dead share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = ["model=efficientnet_lite0", "optim=adam", "trainer.dead_guard=null"]
+# name -> (overrides, epochs, batch, warm-up steps, selection metric, higher is better)
+DATASETS: dict[str, tuple[list[str], int, int, int, str, bool]] = {
+    "synthetic": (
+        [
+            "data=synthetic",
+            "data.input_size=[192,256]",
+            "data.heatmap_size=[48,64]",
+            "trainer.val_every=5",
+        ],
+        20,
+        32,
+        100,
+        "AP",
+        True,
+    ),
+    "openfield": (
+        ["data=dlc_openfield", "data.num_folds=5", "trainer.val_every=50"],
+        200,
+        16,
+        50,
+        "RMSE",
+        False,
+    ),
+    "mirror": (
+        ["data=mirror_mouse", "data.num_folds=5", "trainer.val_every=50"],
+        200,
+        16,
+        50,
+        "RMSE",
+        False,
+    ),
+}
+# name -> (label, overrides, lrs); {sigma} is the Gaussian's official 2 px at 64x48, scaled.
+ARMS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
+    "mse": (
+        "MSE, Gaussian (official head)",
+        ["codec=gaussian", "loss=mse", "model.head.activation=none", "codec.sigma={sigma}"],
+        ("5e-4", "1e-3", "2e-3"),
+    ),
+    "relu": (
+        "matching, relu head, heatmap px (the paper, literal)",
+        ["codec=dots", "loss=sinkhorn", "model.head.activation=none"],
+        ("1e-3",),
+    ),
+    "softplus": (
+        "matching, softplus head, input px, mass score (the demo's recipe)",
+        ["codec=dots_mass", "loss=sinkhorn_input_px", "model.head.activation=softplus"],
+        ("5e-4", "1e-3", "2e-3"),
+    ),
+    "relu_input": (
+        "matching, relu head, input px",
+        ["codec=dots_mass", "loss=sinkhorn_input_px", "model.head.activation=none"],
+        ("1e-4", "3e-4", "1e-3"),
+    ),
+    "expdist": (
+        "expected distance, softplus head, input px (no transport)",
+        [
+            "codec=dots_mass",
+            "loss=expected_distance",
+            "loss.pixel_size=4.0",
+            "model.head.activation=softplus",
+        ],
+        ("5e-4", "1e-3", "2e-3"),
+    ),
+}
+
+
+def schedule(epochs: int) -> list[str]:
+    """x0.1 at 80% and 93% of the epochs: the official 210-epoch shape (170, 200), scaled."""
+    return [
+        f"trainer.epochs={epochs}",
+        f"schedule.milestones=[{int(epochs * 0.8)},{int(epochs * 0.93)}]",
+    ]
+
+
+def heatmap_width(ds: list[str]) -> int:
+    for o in ds:
+        if o.startswith("data.heatmap_size="):
+            return int(o.split("[")[1].split(",")[0])
+    return 48  # the DeepLabCut configs' 48x48
+
+
+def command(
+    dataset: str,
+    arm: str,
+    lr: str,
+    seed: int,
+    fold: int,
+    run_dir: Path,
+    args: argparse.Namespace,
+    smoke: bool = False,
+) -> list[str]:
+    ds, epochs, batch, warm, _, _ = DATASETS[dataset]
+    sigma = f"{2.0 * heatmap_width(ds) / 48:g}"
+    arm_o = [o.replace("{sigma}", sigma) for o in ARMS[arm][1]]
+    extra = [f"data.fold={fold}"] if dataset != "synthetic" else [f"data.root={args.data}"]
+    steps = ["trainer.max_steps_per_epoch=2", "trainer.val_every=1"] if smoke else []
+    cmd = [
+        sys.executable,
+        "-m",
+        "posematch.cli.train",
+        *MODEL,
+        *ds,
+        *arm_o,
+        *extra,
+        *schedule(1 if smoke else epochs),
+        *steps,
+        f"optim.optimizer.lr={lr}",
+        f"trainer.batch_size={batch}",
+        f"trainer.warmup_iters={0 if smoke else warm}",
+        f"trainer.seed={seed}",
+        f"trainer.num_workers={args.workers}",
+        f"device={args.device}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    if (run_dir / "last.pth").exists():
+        cmd.append("resume=auto")
+    return cmd
+
+
+def last_record(run_dir: Path) -> dict | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return lines[-1] if lines else None
+
+
+def finished(run_dir: Path, epochs: int) -> bool:
+    rec = last_record(run_dir)
+    return rec is not None and int(rec.get("epoch", 0)) >= epochs
+
+
+def execute(job: tuple[list[str], Path, int], log_dir: Path) -> tuple[Path, int]:
+    cmd, run_dir, epochs = job
+    if finished(run_dir, epochs):
+        return run_dir, 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / (str(run_dir.relative_to(log_dir.parent)).replace("/", "_") + ".log")
+    with log.open("a") as f:
+        f.write(" ".join(cmd) + "\n")
+        f.flush()
+        rc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
+    print(f"[study] rc={rc} {run_dir}", flush=True)
+    return run_dir, rc
+
+
+def score_test(run_dir: Path, args: argparse.Namespace) -> None:
+    out = run_dir / "test"
+    if (out / "diagnosis.json").is_file() or not (run_dir / "last.pth").is_file():
+        return
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "posematch.cli.diagnose",
+            f"run={run_dir}",
+            "checkpoint=last.pth",
+            "split=test",
+            f"out={out}",
+            f"device={args.device}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def run_jobs(jobs: list[tuple[list[str], Path, int]], args: argparse.Namespace) -> dict[Path, int]:
+    log_dir = args.runs / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        return dict(pool.map(lambda j: execute(j, log_dir), jobs))
+
+
+def search_dir(args: argparse.Namespace, dataset: str, arm: str, lr: str) -> Path:
+    return args.runs / dataset / "search" / arm / f"lr{lr}"
+
+
+def selected(args: argparse.Namespace, dataset: str, arm: str) -> tuple[str, float] | None:
+    """(lr, value) of the arm's best search cell by the dataset's selection metric."""
+    _, epochs, _, _, metric, higher = DATASETS[dataset]
+    cells = []
+    for lr in ARMS[arm][2]:
+        rec = last_record(search_dir(args, dataset, arm, lr))
+        if rec is None or int(rec.get("epoch", 0)) < epochs or f"val/{metric}" not in rec:
+            continue
+        value = float(rec[f"val/{metric}"])
+        cells.append((value if higher else -value, lr, value))
+    if not cells:
+        return None
+    _, lr, value = max(cells)
+    return lr, value
+
+
+def final_jobs(
+    args: argparse.Namespace, dataset: str, arm: str
+) -> list[tuple[list[str], Path, int]]:
+    pick = selected(args, dataset, arm)
+    if pick is None:
+        return []
+    lr, epochs = pick[0], DATASETS[dataset][1]
+    out = []
+    if dataset == "synthetic":
+        run_dir = args.runs / dataset / "final" / arm / "seed1"
+        out.append((command(dataset, arm, lr, 1, 0, run_dir, args), run_dir, epochs))
+    else:
+        for fold in (1, 2, 3, 4):
+            run_dir = args.runs / dataset / "final" / arm / f"fold{fold}"
+            out.append((command(dataset, arm, lr, 0, fold, run_dir, args), run_dir, epochs))
+    return out
+
+
+def final_dirs(args: argparse.Namespace, dataset: str, arm: str) -> list[Path]:
+    pick = selected(args, dataset, arm)
+    if pick is None:
+        return []
+    if dataset == "synthetic":
+        return [
+            search_dir(args, dataset, arm, pick[0]),
+            args.runs / dataset / "final" / arm / "seed1",
+        ]
+    return [args.runs / dataset / "final" / arm / f"fold{f}" for f in (1, 2, 3, 4)]
+
+
+def collect(args: argparse.Namespace) -> dict:
+    """Every finished run's numbers, the selections and the held-out results."""
+    out: dict = {"datasets": {}}
+    for dataset in args.datasets:
+        d: dict = {"search": {}, "selected": {}, "heldout": {}}
+        for arm in args.arms:
+            for lr in ARMS[arm][2]:
+                rec = last_record(search_dir(args, dataset, arm, lr))
+                if rec is not None:
+                    d["search"][f"{arm} lr {lr}"] = rec
+            pick = selected(args, dataset, arm)
+            if pick is None:
+                continue
+            d["selected"][arm] = pick[0]
+            rows = []
+            for run_dir in final_dirs(args, dataset, arm):
+                rec = last_record(run_dir)
+                if rec is None or int(rec.get("epoch", 0)) < DATASETS[dataset][1]:
+                    continue
+                if dataset == "synthetic":
+                    diag = run_dir / "test" / "diagnosis.json"
+                    if not diag.is_file():
+                        continue
+                    rep = json.loads(diag.read_text())
+                    rows.append(
+                        {
+                            "AP": 100 * rep["ap"]["AP"],
+                            "dead_share": rep["heatmap_health"]["dead_share"],
+                            "run": str(run_dir),
+                        }
+                    )
+                else:
+                    rows.append(
+                        {k.removeprefix("val/"): v for k, v in rec.items() if k.startswith("val/")}
+                        | {"run": str(run_dir)}
+                    )
+            d["heldout"][arm] = rows
+        out["datasets"][dataset] = d
+    return out
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (n=1)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+
+
+def report(data: dict) -> str:
+    lines = [
+        "# ImageNet start, new head: each loss arm (scripts/study_imagenet.py)",
+        "",
+        "EfficientNet-Lite0 (ImageNet weights of `make install`), SimpleBaseline head, Adam.",
+        "Each arm's lr chosen on its own search; held-out numbers only from runs selection",
+        "never looked at (synthetic: test split, seeds 0 and 1; projects: folds 1-4).",
+        "",
+    ]
+    for dataset, d in data["datasets"].items():
+        metric = DATASETS[dataset][4]
+        keys = ["AP"] if dataset == "synthetic" else ["RMSE", "PCK@0.2", "PCK@0.05", "AP"]
+        lines += [
+            f"## {dataset}",
+            "",
+            "| arm | lr | " + " | ".join(keys) + " | dead share |",
+            "|---|---:|" + "---:|" * (len(keys) + 1),
+        ]
+        for arm, rows in d["heldout"].items():
+            cells = [mean_sd([float(r[k]) for r in rows if k in r]) for k in keys]
+            dead = mean_sd(
+                [float(r["dead_share"]) for r in rows if r.get("dead_share") is not None]
+            )
+            lines.append(
+                f"| {ARMS[arm][0]} | {d['selected'][arm]} | " + " | ".join(cells) + f" | {dead} |"
+            )
+        lines += ["", f"Search (selection on {metric}, last epoch):", ""]
+        for name, rec in d["search"].items():
+            lines.append(
+                f"- {name}: "
+                + ", ".join(
+                    f"{k.removeprefix('val/')} {float(v):.2f}"
+                    for k, v in rec.items()
+                    if k in (f"val/{metric}", "val/dead_share", "loss", "epoch")
+                )
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", default="synthetic,openfield,mirror")
+    parser.add_argument("--arms", default="mse,relu,softplus,relu_input,expdist")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "imagenet")
+    parser.add_argument("--data", default=str(REPO / "data" / "synthetic"))
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "imagenet_study.json")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--stages", default="search,final")
+    args = parser.parse_args()
+    args.datasets = args.datasets.split(",")
+    args.arms = args.arms.split(",")
+    args.runs = args.runs.resolve()
+    start = time.time()
+    if args.smoke:
+        jobs = [
+            (
+                command(
+                    ds, arm, ARMS[arm][2][0], 0, 0, args.runs / "smoke" / ds / arm, args, smoke=True
+                ),
+                args.runs / "smoke" / ds / arm,
+                1,
+            )
+            for ds in args.datasets
+            for arm in args.arms
+        ]
+        rcs = run_jobs(jobs, args)
+        bad = [str(p) for p, rc in rcs.items() if rc != 0]
+        print(
+            f"[study] smoke: {len(jobs) - len(bad)} of {len(jobs)} ran "
+            f"({time.time() - start:.0f} s); failed: {bad}",
+            flush=True,
+        )
+        sys.exit(1 if bad else 0)
+    if "search" in args.stages:
+        jobs = []
+        for ds in args.datasets:
+            for arm in args.arms:
+                for lr in ARMS[arm][2]:
+                    run_dir = search_dir(args, ds, arm, lr)
+                    jobs.append(
+                        (command(ds, arm, lr, 0, 0, run_dir, args), run_dir, DATASETS[ds][1])
+                    )
+        run_jobs(jobs, args)
+        print(f"[study] search done ({time.time() - start:.0f} s)", flush=True)
+    if "final" in args.stages:
+        jobs = [j for ds in args.datasets for arm in args.arms for j in final_jobs(args, ds, arm)]
+        run_jobs(jobs, args)
+        for ds in args.datasets:
+            if ds == "synthetic":
+                dirs = [p for arm in args.arms for p in final_dirs(args, ds, arm)]
+                with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+                    list(pool.map(lambda p: score_test(p, args), dirs))
+        print(f"[study] final done ({time.time() - start:.0f} s)", flush=True)
+    data = collect(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=1))
+    args.out.with_suffix(".md").write_text(report(data))
+    print(report(data))
+
+
+if __name__ == "__main__":
+    main()
