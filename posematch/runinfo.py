@@ -8,7 +8,9 @@ Fields (plain JSON):
   (a held-out split with ground truth, e.g. the synthetic data's).
 - boxes: ``gt`` or ``det`` person boxes of the scored split (None for MPII, which has no detector).
 - model: the model config's name (``hrnet_w32``) and input_size: [width, height] pixels.
-- loss: ``{"kind": "mse"}`` or ``{"kind": "matching", "demanders": ..., "max_iters": ...}``,
+- loss: ``{"kind": "mse"}``, ``{"kind": "matching", "demanders": ..., "max_iters": ...}`` or
+  ``{"kind": "expected_distance"}``, with the loss's numeric options (``reg``, ``tol``,
+  ``pixel_size``, ``dead_grad``) where it has them,
   plus its ``target`` class; None when an evaluation cannot tell what trained its checkpoint.
 - codec: the codec class and its decoder; seed: the training seed (train).
 - checkpoint: the evaluated file (eval); versions: posematch, torch and Python.
@@ -22,6 +24,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+LOSS_KINDS = ("mse", "matching", "expected_distance")
 
 FILE_NAME = "run.json"
 SPLITS = ("val", "test-dev", "test")
@@ -53,8 +57,8 @@ class RunInfo:
         if len(size) != 2:
             raise ValueError(f"input_size={self.input_size!r}: expected [width, height]")
         object.__setattr__(self, "input_size", size)
-        if self.loss is not None and self.loss.get("kind") not in ("mse", "matching"):
-            raise ValueError(f"loss={self.loss!r}: kind must be 'mse' or 'matching'")
+        if self.loss is not None and self.loss.get("kind") not in LOSS_KINDS:
+            raise ValueError(f"loss={self.loss!r}: kind must be one of {LOSS_KINDS}")
 
     def write(self, folder: str | Path) -> Path:
         """Write ``folder/run.json`` atomically (a temporary file renamed over it)."""

@@ -39,12 +39,19 @@ BASE = [
 ARMS = {
     "adam1e-3": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-3)),
     "adam1e-4": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-4)),
+    "adam1e-5": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-5)),
+    "sgd1e-4": ([], lambda h, o: torch.optim.SGD([*h, *o], lr=1e-4, momentum=0.9)),
     "sgd": ([], lambda h, o: torch.optim.SGD([*h, *o], lr=1e-2, momentum=0.9)),
     "adam_headsgd": (
         [],
         lambda h, o: _Pair(torch.optim.SGD(h, lr=1e-2, momentum=0.9), torch.optim.Adam(o, lr=1e-3)),
     ),
     "adam_nobias": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-3)),
+    # The final layer at a hundredth of the rate (optim.lr_mult {head.final_layer: 0.01}).
+    "adam_headlr": (
+        [],
+        lambda h, o: torch.optim.Adam([{"params": h, "lr": 1e-5}, {"params": o}], lr=1e-3),
+    ),
     "softplus": (
         ["model.head.activation=softplus"],
         lambda h, o: torch.optim.Adam([*h, *o], lr=1e-3),
@@ -67,12 +74,12 @@ class _Pair:
             o.step()
 
 
-def trace(arm: str, steps: int, data_root: str) -> list[dict[str, float]]:
+def trace(arm: str, steps: int, data_root: str, device: str = "cpu") -> list[dict[str, float]]:
     extra, make = ARMS[arm]
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*BASE, *extra, f"data.root={data_root}"])
     torch.manual_seed(0)
-    model = instantiate(cfg.model)
+    model = instantiate(cfg.model).to(device)
     final = model.head.final_layer
     if arm == "adam_nobias":  # the bias held at 0: only the weights can lower the map
         final.bias.requires_grad_(False)
@@ -91,19 +98,24 @@ def trace(arm: str, steps: int, data_root: str) -> list[dict[str, float]]:
     while len(out) < steps:
         dataset.set_epoch(epoch)
         for batch in loader:
-            heatmaps = model(batch.image)
-            loss = loss_fn(heatmaps, batch.target, batch.target_weight)
+            heatmaps = model(batch.image.to(device))
+            weights = batch.target_weight.to(device)
+            loss = loss_fn(heatmaps, batch.target.to(device), weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            bias_grad = final.bias.grad if final.bias.grad is not None else torch.zeros(1)
             opt.step()
             h = heatmaps.detach()
-            used = batch.target_weight > 0
+            used = weights > 0
             dead = (h.flatten(2).amax(2) <= 0) & used
             out.append({
                 "loss": float(loss.detach()),
                 "dead_share": float(dead.sum() / used.sum().clamp_min(1)),
                 "positive_pixels": float((h > 0).float().mean()),
-                "bias_mean": float(final.bias.mean()),
+                "bias_mean": float(final.bias.detach().mean()),
+                # Of the joints whose bias gets a gradient (a dead map's gets none), the share
+                # whose gradient says "lower the whole map".
+                "bias_grad_positive": float((bias_grad > 0).sum() / (bias_grad != 0).sum().clamp_min(1)),
                 "max_median": float(h.flatten(2).amax(2).median()),
             })  # fmt: skip
             if len(out) >= steps:
@@ -118,6 +130,7 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--data", default=str(REPO / "data" / "synthetic"))
     parser.add_argument("--out", default=str(REPO / "results" / "relu_trace.json"))
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     path = Path(args.out)
     done = json.loads(path.read_text()) if path.exists() else {}
@@ -125,7 +138,7 @@ def main() -> None:
         if len(done.get(arm, [])) >= args.steps:
             continue
         start = time.time()
-        done[arm] = trace(arm, args.steps, args.data)
+        done[arm] = trace(arm, args.steps, args.data, args.device)
         path.write_text(json.dumps(done))
         last = done[arm][-1]
         print(f"{arm}: {time.time() - start:.0f} s, last step: " +

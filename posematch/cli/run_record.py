@@ -115,9 +115,14 @@ def loss_facts(loss_cfg: Any) -> dict[str, Any] | None:
     kind = {"heatmaps": "mse", "dots": "matching"}.get(getattr(loss, "target_kind", None))
     if kind is None:
         return None
+    if kind == "matching" and not hasattr(loss, "demanders"):  # same targets, no transport
+        kind = "expected_distance"
     facts: dict[str, Any] = {"kind": kind, "target": str(loss_cfg._target_)}
     if kind == "matching":
         facts.update(demanders=str(loss.demanders), max_iters=int(loss.max_iters))
+    for option in ("reg", "tol", "pixel_size", "dead_grad"):
+        if hasattr(loss, option):
+            facts[option] = float(getattr(loss, option))
     return facts
 
 

@@ -33,7 +33,8 @@ def test_train_and_eval_write_what_they_were_and_the_tables_read_it(tmp_path):
     }  # fmt: skip
     assert facts["loss"] == {"kind": "matching", "target":
                              "posematch.losses.sinkhorn.SinkhornMatchingLoss",
-                             "demanders": "subpixel", "max_iters": 300}  # fmt: skip
+                             "demanders": "subpixel", "max_iters": 300, "reg": 1.0,
+                             "tol": 1e-9, "pixel_size": 4.0, "dead_grad": 0.0}  # fmt: skip
     assert facts["codec"]["target"] == "posematch.codecs.dots.DotCodec"
     assert facts["versions"]["torch"] == torch.__version__
 

@@ -156,3 +156,15 @@ def test_init_from_config_key_and_its_errors(tmp_path):
     torch.save({"model": {"other.weight": torch.zeros(3)}}, tmp_path / "foreign.pth")
     with pytest.raises(ValueError, match="shares no tensor"):
         init_whole_model(small_model(4), tmp_path / "foreign.pth")
+
+
+def test_softplus_beta_sharpens_towards_relu_and_is_named_when_bad():
+    from posematch.models.heads.conv1x1 import output_activation
+
+    x = torch.tensor([-1.0, 0.0, 0.5], dtype=torch.float64)
+    expected = torch.log1p(torch.exp(10 * x)) / 10  # log(1 + e^(beta x)) / beta by hand
+    torch.testing.assert_close(output_activation("softplus", 10.0)(x), expected)
+    head = DeconvHead(8, 2, num_deconv=0, activation="softplus", softplus_beta=10.0)
+    assert head.activation.beta == 10.0
+    with pytest.raises(ValueError, match="softplus_beta"):
+        output_activation("softplus", 0.0)

@@ -18,6 +18,17 @@ from torch import nn
 ACTIVATIONS = ("none", "softplus")
 
 
+def output_activation(name: str, softplus_beta: float = 1.0) -> nn.Module:
+    """The heads' output activation: ``none`` (identity, the official heads) or ``softplus``
+    (log(1 + exp(beta x)) / beta: positive everywhere, relu's limit as beta grows; its slope below
+    zero, sigmoid(beta x), lets a heatmap with no value above zero still be pushed up)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation={name!r}: expected one of {ACTIVATIONS}")
+    if not softplus_beta > 0:
+        raise ValueError(f"softplus_beta={softplus_beta!r}: must be positive")
+    return nn.Softplus(beta=float(softplus_beta)) if name == "softplus" else nn.Identity()
+
+
 class Conv1x1Head(nn.Module):
     """Features (B, in_channels, h, w) -> heatmaps (B, num_keypoints, h, w).
 
@@ -30,6 +41,7 @@ class Conv1x1Head(nn.Module):
             With softplus and a normalising loss the heatmap's shape is set by logit differences
             of several units, which Adam (steps of about lr per parameter) reaches slowly from the
             0.001-std initialisation; a scale > 1 moves the logits that much faster.
+        softplus_beta: the softplus's sharpness (``output_activation``); 1 = torch's default.
     """
 
     def __init__(
@@ -39,6 +51,7 @@ class Conv1x1Head(nn.Module):
         kernel_size: int = 1,
         activation: str = "none",
         output_scale: float = 1.0,
+        softplus_beta: float = 1.0,
     ) -> None:
         super().__init__()
         if not output_scale > 0:
@@ -46,12 +59,10 @@ class Conv1x1Head(nn.Module):
         self.output_scale = float(output_scale)
         if kernel_size not in (1, 3):
             raise ValueError(f"kernel_size={kernel_size}: expected 1 or 3")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r}: expected one of {ACTIVATIONS}")
+        self.activation = output_activation(activation, softplus_beta)
         self.final_layer = nn.Conv2d(in_channels, num_keypoints, kernel_size, 1, kernel_size // 2)
         nn.init.normal_(self.final_layer.weight, std=0.001)
         nn.init.zeros_(self.final_layer.bias)
-        self.activation = nn.Softplus() if activation == "softplus" else nn.Identity()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out = self.final_layer(features)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from posematch.models.heads.conv1x1 import ACTIVATIONS
+from posematch.models.heads.conv1x1 import output_activation
 from posematch.models.init import init_official_
 
 # (padding, output_padding) that make a stride-2 transposed conv exactly double the size.
@@ -29,6 +29,7 @@ class DeconvHead(nn.Module):
         final_kernel: 1 (official) or 3.
         activation: ``"none"`` (official: raw conv output) or ``"softplus"`` (positive heatmaps,
             as ``Conv1x1Head``'s: the matching loss's relu never sees a value <= 0).
+        softplus_beta: the softplus's sharpness (``conv1x1.output_activation``).
     """
 
     def __init__(
@@ -40,10 +41,10 @@ class DeconvHead(nn.Module):
         deconv_kernel: int = 4,
         final_kernel: int = 1,
         activation: str = "none",
+        softplus_beta: float = 1.0,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r}: expected one of {ACTIVATIONS}")
+        activation_module = output_activation(activation, softplus_beta)
         if deconv_kernel not in _DECONV_PADDING:
             raise ValueError(f"deconv_kernel={deconv_kernel}: expected one of (4, 3, 2)")
         if final_kernel not in (1, 3):
@@ -68,7 +69,7 @@ class DeconvHead(nn.Module):
         head_in = deconv_channels if num_deconv else in_channels
         self.final_layer = nn.Conv2d(head_in, num_keypoints, final_kernel, 1, final_kernel // 2)
         init_official_(self)
-        self.activation = nn.Softplus() if activation == "softplus" else nn.Identity()
+        self.activation = activation_module
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.activation(self.final_layer(self.deconv_layers(features)))
