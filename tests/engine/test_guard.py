@@ -95,6 +95,7 @@ def test_healthy_runs_are_never_stopped_and_record_the_share(tmp_path):
     run(tmp_path, model, SinkhornMatchingLoss(), dead_guard=0.0, dead_guard_patience=1)
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["dead_share"] for r in records] == [0.0, 0.0, 0.0]
+
     # A loss that does not normalise relu heatmaps (MSE) is not watched, even with dead maps.
     class Unwatched(SinkhornMatchingLoss):
         normalises_relu = False
