@@ -124,6 +124,39 @@ def trace(arm: str, steps: int, data_root: str, device: str = "cpu") -> list[dic
     return out
 
 
+def plot(traces: dict[str, list[dict[str, float]]], path: Path) -> None:
+    """Dead share, loss and the bias-gradient sign against the step, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (("dead_share", "dead heatmaps (share)"), ("loss", "matching loss (heatmap px)"),
+            ("bias_grad_positive", "live joints whose bias gradient lowers the map"))  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colours = {arm: f"C{i}" for i, arm in enumerate(sorted(traces))}
+    for ax, (key, title) in zip(axes, keys, strict=True):
+        for arm, trace in sorted(traces.items()):
+            values = [t[key] for t in trace]
+            if key == "bias_grad_positive":
+                if arm == "adam_nobias":  # no bias
+                    continue
+                # Steps while most joints live (a map with one positive pixel has no gradient,
+                # so the die-off's last maps say little); a 10-step running mean of those.
+                live = [
+                    v if t["dead_share"] < 0.5 else float("nan")
+                    for v, t in zip(values, trace, strict=True)
+                ]
+                values = [sum(w) / len(w) if (w := [x for x in live[max(0, i - 9) : i + 1]
+                          if x == x]) else float("nan") for i in range(len(live))]  # fmt: skip
+            ax.plot(values, label=arm, lw=1, color=colours[arm])
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -131,9 +164,13 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO / "data" / "synthetic"))
     parser.add_argument("--out", default=str(REPO / "results" / "relu_trace.json"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--plot", default=None, help="write the figure of --out's traces here")
     args = parser.parse_args()
     path = Path(args.out)
     done = json.loads(path.read_text()) if path.exists() else {}
+    if args.plot:
+        plot(done, Path(args.plot))
+        return
     for arm in args.arms.split(","):
         if len(done.get(arm, [])) >= args.steps:
             continue

@@ -94,6 +94,11 @@ ARMS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
         ],
         ("5e-4", "1e-3", "2e-3"),
     ),
+    "exp": (
+        "matching, exp head (softmax suppliers), heatmap px (only the activation differs)",
+        ["codec=dots_mass", "loss=sinkhorn", "model.head.activation=exp"],
+        ("5e-4", "1e-3", "2e-3"),
+    ),
     "relu_input": (
         "matching, relu head, input px",
         ["codec=dots_mass", "loss=sinkhorn_input_px", "model.head.activation=none"],

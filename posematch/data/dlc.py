@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-from typing import BinaryIO
 
 import numpy as np
+from PIL import Image
 
 from posematch.data.boxes import PIXEL_STD, box_to_center_scale
 from posematch.data.topdown import (
@@ -30,7 +29,6 @@ from posematch.data.topdown import (
     Codec,
     Instance,
     TopDownDataset,
-    decode_image,
     reject,
 )
 from posematch.data.transforms import TopDownPipeline
@@ -48,61 +46,23 @@ log = logging.getLogger(__name__)
 
 CROPS = ("box", "frame")
 BOX_PADDING = 1.25  # the COCO / SimpleBaseline padding of a box crop
-# JPEG start-of-frame markers (C0-CF but DHT C4, JPG C8, DAC CC): they hold the image size.
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
-    """(width, height) from the first start-of-frame segment of an open JPEG (after SOI)."""
-    while True:
-        byte = f.read(1)
-        while byte and byte != b"\xff":  # resynchronise on the next marker
-            byte = f.read(1)
-        while byte == b"\xff":  # fill bytes
-            byte = f.read(1)
-        if not byte:
-            return None
-        marker = byte[0]
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            continue
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any SOF
-            return None
-        head = f.read(2)
-        if len(head) < 2:
-            return None
-        length = struct.unpack(">H", head)[0]
-        if marker in _SOF:
-            body = f.read(5)
-            if len(body) < 5:
-                return None
-            height, width = struct.unpack(">xHH", body)
-            return width, height
-        f.seek(length - 2, os.SEEK_CUR)
 
 
 def image_size(path: str, record: str = "") -> tuple[int, int]:
-    """(width, height) in pixels of an image file, from its PNG or JPEG header (a few bytes);
-    other formats are decoded. BadRecordError naming the file when it cannot be read."""
+    """(width, height) in pixels of an image file, from its header (Pillow reads only that);
+    BadRecordError naming the file when it cannot be read or has no size."""
     where = f" ({record})" if record else ""
     try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-            if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-                width, height = struct.unpack(">II", head[16:24])
-                size: tuple[int, int] | None = (width, height)
-            elif head[:2] == b"\xff\xd8":
-                f.seek(2)
-                size = _jpeg_size(f)
-            else:
-                size = None
-    except OSError as err:
-        raise BadRecordError(f"{path}: cannot read image ({err.strerror}){where}") from err
-    if size is None:
-        height, width = decode_image(path, record).shape[:2]
-        size = (width, height)
-    if size[0] <= 0 or size[1] <= 0:
-        raise BadRecordError(f"{path}: image header gives size {size[0]} x {size[1]}{where}")
-    return size
+        with Image.open(path) as image:
+            width, height = image.size
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # missing, unreadable, not an image (UnidentifiedImageError)
+        raise BadRecordError(f"{path}: cannot read the image's size ({err}){where}") from err
+    if width <= 0 or height <= 0:
+        raise BadRecordError(f"{path}: image header gives size {width} x {height}{where}")
+    return width, height
 
 
 def crop_center_scale(

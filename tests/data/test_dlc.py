@@ -267,7 +267,7 @@ def test_box_crop_by_hand_and_min_box_size_for_a_single_point(tmp_path):
     assert img2.visible.tolist() == [2, 0, 0, 0]
 
 
-def test_image_size_from_png_and_jpeg_headers(tmp_path):
+def test_image_size_from_the_header_of_png_and_jpeg_files(tmp_path):
     for ext in (".png", ".jpg"):
         path = write_frame(tmp_path / f"f{ext}", 37, 21, ext)
         assert image_size(str(path)) == (37, 21)

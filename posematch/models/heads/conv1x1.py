@@ -15,17 +15,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ACTIVATIONS = ("none", "softplus")
+ACTIVATIONS = ("none", "softplus", "exp")
+
+
+class MapExp(nn.Module):
+    """exp(z - max z) over each map (B, K, h, w): positive, at most 1. Normalised, it is softmax(z)
+    over the map's pixels, so a loss that normalises the heatmap sees suppliers set by logit
+    differences alone (a few units concentrate the mass); the max is subtracted so that nothing
+    overflows, which leaves the normalised map unchanged."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.exp(z - z.detach().flatten(2).amax(2)[..., None, None])
 
 
 def output_activation(name: str, softplus_beta: float = 1.0) -> nn.Module:
-    """The heads' output activation: ``none`` (identity, the official heads) or ``softplus``
+    """The heads' output activation: ``none`` (identity, the official heads), ``softplus``
     (log(1 + exp(beta x)) / beta: positive everywhere, relu's limit as beta grows; its slope below
-    zero, sigmoid(beta x), lets a heatmap with no value above zero still be pushed up)."""
+    zero, sigmoid(beta x), lets a heatmap with no value above zero still be pushed up) or ``exp``
+    (``MapExp``: normalised, the softmax of the logits)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"activation={name!r}: expected one of {ACTIVATIONS}")
     if not softplus_beta > 0:
         raise ValueError(f"softplus_beta={softplus_beta!r}: must be positive")
+    if name == "exp":
+        return MapExp()
     return nn.Softplus(beta=float(softplus_beta)) if name == "softplus" else nn.Identity()
 
 
