@@ -16,7 +16,8 @@ the loss, its codec and the head's output activation (``ARMS``). Protocol, per d
 
 Every run lives in its own folder under ``--runs`` and is skipped once it has finished (its last
 epoch in ``metrics.jsonl``), so the command resumes. ``--out`` (JSON) gets every finished run's
-numbers after each run; ``results/imagenet_study.md`` is written from it. ``--parallel N`` runs N
+numbers at the end, and its ``.md`` sibling the tables (``results/imagenet_study.md`` is the
+curated report of the H200 run). ``--parallel N`` runs N
 trainings at a time (on a GPU; on a 2-core CPU keep 1). ``--smoke`` runs 2 steps per epoch of
 one epoch of every arm into ``--runs``/smoke and reports failures, nothing else. The dead-heatmap
 guard is off (``trainer.dead_guard=null``): a dying run is a result here, recorded by its dead share.
@@ -370,7 +371,7 @@ def main() -> None:
     parser.add_argument("--arms", default="mse,relu,softplus,relu_input,expdist")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "imagenet")
     parser.add_argument("--data", default=str(REPO / "data" / "synthetic"))
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "imagenet_study.json")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "imagenet" / "study.json")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")

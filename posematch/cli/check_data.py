@@ -80,7 +80,8 @@ def needed(cfg: DictConfig) -> list[Needed]:
         node = cfg.data.get(part)
         if node is None:
             continue
-        for key in ("ann_file", "image_dir", "det_file", "gt_file"):
+        # project: a DeepLabCut project folder (posematch.data.dlc), labels and frames inside.
+        for key in ("ann_file", "image_dir", "det_file", "gt_file", "project"):
             if key not in node or node[key] is None:
                 continue
             if key == "det_file" and node.get("boxes", "gt") != "det":
@@ -88,7 +89,7 @@ def needed(cfg: DictConfig) -> list[Needed]:
             path = Path(str(node[key]))
             if any(n.path == path for n in out):
                 continue
-            out.append(Needed(f"data.{part}.{key}", path, key == "image_dir"))
+            out.append(Needed(f"data.{part}.{key}", path, key in ("image_dir", "project")))
     for key in ("pretrained", "init_from"):
         weights = pretrained_file(cfg.model.get(key))
         if weights is not None:

@@ -69,3 +69,14 @@ def test_a_missing_imagenet_start_is_named(tmp_path):
                  f"model.pretrained={tmp_path / 'hrnet_w32-36af842e.pth'}")  # fmt: skip
     assert proc.returncode == 1
     assert "MISSING  model.pretrained" in proc.stdout and "ImageNet weights" in proc.stdout
+
+
+def test_a_deeplabcut_project_and_the_packaged_imagenet_weights_are_listed(tmp_path):
+    ok = check("experiment=dlc/openfield_mse", f"data.root={SHARED_DATA / 'dlc_openfield'}")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"present  data.train.project = {SHARED_DATA / 'dlc_openfield'}" in ok.stdout
+    assert "present  model.pretrained = " in ok.stdout
+    assert "efficientnet-lite0-57934424.pth" in ok.stdout
+    missing = check("experiment=dlc/openfield_mse", f"data.root={tmp_path / 'no_project'}")
+    assert missing.returncode == 1
+    assert f"MISSING  data.train.project = {tmp_path / 'no_project'}" in missing.stdout
