@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -398,6 +399,32 @@ def split_indices(
         else:
             chosen = np.concatenate([f for i, f in enumerate(folds) if i != fold])
     return np.sort(chosen)
+
+
+def project_split(
+    project: DlcProject,
+    root: str,
+    names: Sequence[str] | None,
+    split: str,
+    train_fraction: float = 0.95,
+    num_folds: int = 0,
+    fold: int = 0,
+    split_seed: int = 0,
+) -> np.ndarray:
+    """``split_indices`` of a read project, after checking that ``names`` (a spec's joint names;
+    None skips the check) are its body parts in order; a split without frames is an error."""
+    if names is not None and tuple(names) != project.bodyparts:
+        raise ValueError(
+            f"spec names {list(names)}, but project={root} has the body parts "
+            f"{list(project.bodyparts)}: data.spec.names must list them in order"
+        )
+    ids = split_indices(len(project.frames), split, train_fraction, num_folds, fold, split_seed)
+    if ids.size == 0:
+        raise ValueError(
+            f"project={root}: split {split!r} has no frames (train_fraction={train_fraction}, "
+            f"num_folds={num_folds}, {len(project.frames)} frames)"
+        )
+    return ids
 
 
 def labelled_box(keypoints: np.ndarray) -> np.ndarray:

@@ -37,8 +37,8 @@ from posematch.dlc_project import (
     DlcProject,
     LabelledFrame,
     labelled_box,
+    project_split,
     read_project,
-    split_indices,
 )
 from posematch.keypoints import KeypointSpec
 
@@ -137,20 +137,9 @@ class DlcKeypoints(TopDownDataset):
         if not min_box_size > 0:
             raise ValueError(f"min_box_size={min_box_size}: expected a positive size in pixels")
         self.project = read_labels(project, skip_bad)
-        if tuple(spec.names) != self.project.bodyparts:
-            raise ValueError(
-                f"spec {spec.name!r} names {list(spec.names)}, but project={project} has the body "
-                f"parts {list(self.project.bodyparts)}: data.spec.names must list them in order"
-            )
         self.split = split
-        self.frame_ids = split_indices(
-            len(self.project.frames), split, train_fraction, num_folds, fold, split_seed
-        )
-        if self.frame_ids.size == 0:
-            raise ValueError(
-                f"project={project}: split {split!r} has no frames (train_fraction="
-                f"{train_fraction}, num_folds={num_folds}, {len(self.project.frames)} frames)"
-            )
+        self.frame_ids = project_split(self.project, project, spec.names, split, train_fraction,
+                                       num_folds, fold, split_seed)  # fmt: skip
         bad = list(self.project.bad_rows)
         instances = []
         for image_id in self.frame_ids.tolist():

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
-from posematch.dlc_project import DEFAULT_PCUTOFF, labelled_box, read_project, split_indices
+from posematch.dlc_project import DEFAULT_PCUTOFF, labelled_box, project_split, read_project
 from posematch.evaluation.arrays import as_array
 from posematch.evaluation.coco import coco_keypoint_stats
 from posematch.keypoints import KeypointSpec
@@ -202,21 +202,11 @@ class DlcEvaluator:
         scorer: str = "posematch",
     ) -> None:
         self.project = read_project(project, skip_bad)
-        if spec is not None and tuple(spec.names) != self.project.bodyparts:
-            raise ValueError(
-                f"spec {spec.name!r} names {list(spec.names)}, but project={project} has the body "
-                f"parts {list(self.project.bodyparts)}"
-            )
         if not pck_thr > 0:
             raise ValueError(f"pck_thr={pck_thr}: expected a positive fraction of the box size")
-        self.frame_ids = split_indices(
-            len(self.project.frames), split, train_fraction, num_folds, fold, split_seed
-        )
-        if self.frame_ids.size == 0:
-            raise ValueError(
-                f"project={project}: split {split!r} has no frames (train_fraction="
-                f"{train_fraction}, num_folds={num_folds}, {len(self.project.frames)} frames)"
-            )
+        names = spec.names if spec is not None else None
+        self.frame_ids = project_split(self.project, project, names, split, train_fraction,
+                                       num_folds, fold, split_seed)  # fmt: skip
         self.gt = np.stack([self.project.frames[i].keypoints for i in self.frame_ids.tolist()])
         if pcutoff is None:
             pcutoff = self.project.pcutoff if self.project.pcutoff is not None else DEFAULT_PCUTOFF
