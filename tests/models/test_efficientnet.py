@@ -168,3 +168,15 @@ def test_softplus_beta_sharpens_towards_relu_and_is_named_when_bad():
     assert head.activation.beta == 10.0
     with pytest.raises(ValueError, match="softplus_beta"):
         output_activation("softplus", 0.0)
+
+
+def test_exp_activation_normalised_is_the_softmax_of_the_logits_without_overflow():
+    from posematch.models.heads.conv1x1 import output_activation
+
+    z = torch.randn(2, 3, 5, 4, dtype=torch.float64) * 3
+    z[0, 0, 1, 1] = 1e4  # exp(1e4) overflows; the map's own max is subtracted first
+    out = output_activation("exp")(z)
+    assert torch.isfinite(out).all() and float(out.max()) == 1.0
+    normalised = out / out.flatten(2).sum(-1)[..., None, None]
+    softmax = torch.softmax(z.flatten(2), dim=-1).view_as(z)
+    torch.testing.assert_close(normalised, softmax, rtol=1e-12, atol=1e-12)
