@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+from collections import Counter
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -48,11 +49,20 @@ def load_coco(ann_file: str) -> COCO:
         raise FileNotFoundError(f"ann_file={ann_file}: annotation file not found")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(ann_file)
+            coco = COCO(ann_file)
     except json.JSONDecodeError as err:
         raise BadRecordError(f"ann_file={ann_file}: not valid JSON ({err})") from err
     except (KeyError, TypeError) as err:
         raise BadRecordError(f"ann_file={ann_file}: not a COCO annotation file ({err!r})") from err
+    for section in ("images", "annotations"):  # pycocotools keeps one record per id, silently
+        counts = Counter(record.get("id") for record in coco.dataset.get(section, []))
+        repeated = sorted((i for i, n in counts.items() if n > 1), key=str)
+        if repeated:
+            raise BadRecordError(
+                f"ann_file={ann_file}: {section} ids {repeated[:5]} occur more than once "
+                f"({len(repeated)} ids): every id must be unique"
+            )
+    return coco
 
 
 def _image_path(coco: COCO, image_dir: str, image_id: int) -> str:

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, Literal
@@ -158,6 +159,14 @@ def load_ground_truth(ann_file: str) -> COCO:
         raise ValueError(f"ann_file={ann_file}: not valid JSON ({err})") from err
     except (KeyError, TypeError) as err:
         raise ValueError(f"ann_file={ann_file}: not a COCO annotation file ({err!r})") from err
+    for section in ("images", "annotations"):  # pycocotools keeps one record per id, silently
+        counts = Counter(record.get("id") for record in gt.dataset.get(section, []))
+        repeated = sorted((i for i, n in counts.items() if n > 1), key=str)
+        if repeated:
+            raise ValueError(
+                f"ann_file={ann_file}: {section} ids {repeated[:5]} occur more than once "
+                f"({len(repeated)} ids): every id must be unique"
+            )
     for ann in gt.dataset.get("annotations", []):
         where = f"ann_file={ann_file}: annotation id {ann.get('id')}"
         if ann.get("image_id") not in gt.imgs:

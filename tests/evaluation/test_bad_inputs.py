@@ -105,3 +105,23 @@ def test_mpii_invalid_rows_are_misses_and_nan_predictions_refused(tmp_path):
     ev.reset()
     with pytest.raises(ValueError, match="keypoints holds non-finite"):
         ev.add(np.arange(5), bad)
+
+
+@pytest.mark.parametrize("section", ["annotations", "images"])
+def test_repeated_ids_are_refused_where_the_file_is_read(tmp_path, section):
+    # pycocotools indexes by id and keeps one record per id: perfect predictions of a file with a
+    # repeated annotation id scored AP 0.910 instead of 1.000 (issue 15).
+    from posematch.data.coco import load_coco
+    from posematch.data.topdown import BadRecordError
+
+    data = json.loads((SHARED_DATA / "coco_sample" / "test_coco.json").read_text())
+    copy = dict(data[section][1])
+    copy["id"] = data[section][0]["id"]
+    data[section].append(copy)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    repeated = str(data[section][0]["id"])
+    with pytest.raises(ValueError, match=f"{section} ids \\[{repeated}\\] occur more than once"):
+        CocoKeypointEvaluator(str(path), output_dir=str(tmp_path))
+    with pytest.raises(BadRecordError, match=f"{section} ids \\[{repeated}\\]"):
+        load_coco(str(path))
