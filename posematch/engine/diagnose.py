@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from posematch.engine.loaders import batches
 from posematch.evaluation.coco import CocoKeypointEvaluator, coco_keypoint_stats
 from posematch.evaluation.diagnosis import (
     best_matches,
@@ -78,20 +79,21 @@ def collect(
         array = value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         parts.setdefault(key, []).append(array)
 
-    for batch in loader:
-        images = batch.image.to(device, non_blocking=True)
-        plain, flipped = forward_heatmaps(model, images, flip_perm, shift)
-        for name, heatmaps in (("plain", plain), ("flip", flipped)):
-            keypoints, scores = decode_to_image(heatmaps, batch.inverse, codec)
-            add(f"keypoints_{name}", keypoints)
-            add(f"scores_{name}", scores)
-        top, window = heatmap_mass_shares(plain)
-        add("top_mass", top)
-        add("window_mass", window)
-        add("to_heatmap", image_to_heatmap(batch.inverse, codec.geometry.scale))
-        add("image_id", batch.image_id)
-        add("score", batch.box_score)
-        add("area", batch.area)
+    with batches(loader) as items:
+        for batch in items:
+            images = batch.image.to(device, non_blocking=True)
+            plain, flipped = forward_heatmaps(model, images, flip_perm, shift)
+            for name, heatmaps in (("plain", plain), ("flip", flipped)):
+                keypoints, scores = decode_to_image(heatmaps, batch.inverse, codec)
+                add(f"keypoints_{name}", keypoints)
+                add(f"scores_{name}", scores)
+            top, window = heatmap_mass_shares(plain)
+            add("top_mass", top)
+            add("window_mass", window)
+            add("to_heatmap", image_to_heatmap(batch.inverse, codec.geometry.scale))
+            add("image_id", batch.image_id)
+            add("score", batch.box_score)
+            add("area", batch.area)
     if not parts:
         raise ValueError("diagnosis: the dataset has no instances")
     return {k: np.concatenate(v) for k, v in parts.items()}

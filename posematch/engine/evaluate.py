@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from posematch.data.topdown import TopDownDataset
 from posematch.engine import dist
+from posematch.engine.loaders import batches
 from posematch.engine.signals import ignore_stop_signals
 from posematch.evaluation.diagnosis import heatmap_health as health_summary
 from posematch.inference import predict_loader
@@ -48,7 +49,8 @@ def collect_predictions(
         worker_init_fn=ignore_stop_signals,  # a preempted run finishes its validation
         collate_fn=Batch.collate,
     )
-    parts = list(predict_loader(model, loader, codec, device, flip_perm, shift))
+    with batches(loader) as items:
+        parts = list(predict_loader(model, items, codec, device, flip_perm, shift))
     gathered = dist.gather_to_main(parts)
     if gathered is None:
         return None

@@ -76,3 +76,21 @@ def test_missing_checkpoint_is_named(tmp_path):
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode != 0 and "nope.pth" in proc.stderr
+
+
+def test_an_unreadable_image_with_loader_workers_ends_the_process_with_the_error(tmp_path):
+    # Issue 15: with test.num_workers=2 the BadRecordError was printed and the process never
+    # exited (the workers outlived the error). Times out on that code.
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in COCO_DIR.glob("*.jpg"):
+        shutil.copy(image, images / image.name)
+    broken = images / "000000040083.jpg"
+    broken.write_bytes(broken.read_bytes()[:100])
+    overrides = [o for o in SAMPLE_OVERRIDES if not o.startswith(("data.val.image_dir", "test."))]
+    cmd = [shutil.which("posematch-eval") or str(REPO / ".venv" / "bin" / "posematch-eval"),
+           *overrides, f"data.val.image_dir={images}", "test.num_workers=2", "data.boxes=gt",
+           f"checkpoint={_checkpoint(tmp_path)}", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1
+    assert "000000040083.jpg: image file is truncated" in proc.stderr + proc.stdout
