@@ -97,6 +97,7 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns ``fit``'s summary."""
+    instantiate(cfg.trainer)  # its option checks come before anything is written (seed=abc)
     device = resolve_device(cfg.device, dist.init())
     run_dir = Path(dist.broadcast_object(str(cfg.run_dir)))
     resume = cfg.resume not in (None, "", "none", "false")

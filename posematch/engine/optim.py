@@ -59,6 +59,22 @@ def param_groups(
     return out
 
 
+def _check_schedule(schedule: object) -> None:
+    """A scheduler partial's ``gamma`` (a positive factor: a negative one turns the lr negative,
+    gradient ascent) and ``milestones`` (non-negative epochs) as the config gave them."""
+    keywords = getattr(schedule, "keywords", None) or {}
+    gamma = keywords.get("gamma")
+    if gamma is not None and (
+        isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0 < gamma
+    ):
+        raise ValueError(f"schedule.gamma={gamma!r}: a positive factor on the lr")
+    milestones = keywords.get("milestones")
+    if milestones is not None and not all(
+        isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones
+    ):
+        raise ValueError(f"schedule.milestones={list(milestones)!r}: epochs, integers >= 0")
+
+
 @dataclass(frozen=True)
 class OptimizerSettings:
     """How a run builds its optimizer.
@@ -83,6 +99,7 @@ class OptimizerSettings:
     lr_mult: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
+        _check_schedule(self.schedule)
         for key, factor in dict(self.lr_mult or {}).items():
             if isinstance(factor, bool) or not isinstance(factor, int | float) or not factor > 0:
                 raise ValueError(f"optim.lr_mult.{key}={factor!r}: a positive factor on the lr")

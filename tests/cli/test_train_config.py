@@ -102,6 +102,9 @@ def test_build_makes_every_part_from_the_real_config(tmp_path):
         ("data.input_size=[128,160]", ValueError, r"data.heatmap_size=.* makes 32x40 .*\[32, 40\]"),
         ("data.input_size=[100,130]", ValueError, r"data.input_size=\[100, 130\] does not suit"),
         ("optim.optimizer.lr=0", ValueError, "optim.optimizer.lr=0.0: must be a positive"),
+        # Issue 15: a negative gamma trained with a negative lr (gradient ascent), exit 0.
+        ("schedule.gamma=-1", ValueError, "schedule.gamma=-1"),
+        ("schedule.milestones=[2.5]", ValueError, r"schedule.milestones=\[2.5\]"),
         ("trainer.epochs=abc", ValueError, "trainer.epochs='abc'"),
         ("trainer.epochs=2.5", ValueError, "trainer.epochs=2.5"),
     ],

@@ -21,3 +21,19 @@ def test_a_failing_run_with_loader_workers_exits_with_its_error(tmp_path):
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=90)
     assert done.returncode != 0
     assert "non-finite training loss" in done.stderr + done.stdout, done.stderr[-3000:]
+
+
+def test_a_bad_trainer_option_is_named_before_anything_is_written(tmp_path):
+    # Issue 15: trainer.seed=abc gave a bare ValueError from the run record's int(); the record
+    # was being written first.
+    data = tmp_path / "synthetic"
+    synthetic_set(data, num_train=16)
+    cmd = [*_command(tmp_path / "run", data), "trainer.seed=abc"]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=90)
+    assert done.returncode != 0
+    assert "trainer.seed='abc': expected an integer" in done.stderr + done.stdout
+    # Nothing of the run's own: Hydra's log file is opened before any code of ours runs.
+    written = (
+        {p.name for p in (tmp_path / "run").iterdir()} if (tmp_path / "run").exists() else set()
+    )
+    assert written <= {"train.log"}
