@@ -20,6 +20,7 @@ classes of ``TRUSTED_TARGETS`` are instantiated from it unless ``trust_config``.
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,20 +42,58 @@ from posematch.types import Codec
 
 # conf/ sits beside the package in the source tree (editable install).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
-# Packages whose classes a config read from a run folder may name as ``_target_``.
-TRUSTED_TARGETS = ("posematch.", "torch.", "torchvision.", "timm.", "albumentations.")
+# What a config read from a run folder may name as ``_target_`` (issue 15: a module prefix such as
+# ``torch.`` also admitted ``torch.load``, ``torch.hub.load`` and ``cpp_extension.load_inline``):
+# posematch's own classes, the config entry points below, torch's optimizers and lr schedulers, and
+# albumentations' transforms (the photometric augmentation). Never a function that loads or compiles.
+TRUSTED_FUNCTIONS = ("posematch.keypoints.spec",)
+TRUSTED_TARGETS = (
+    "posematch classes",
+    *TRUSTED_FUNCTIONS,
+    "torch.optim optimizers and lr schedulers",
+    "albumentations transforms",
+)
+
+
+def _resolves_to_trusted_class(target: str) -> bool:
+    """Whether ``target`` names a class of the allowed kinds. Only posematch's, torch.optim's and
+    albumentations' own modules are ever imported to find out."""
+    module_name, _, attr = target.rpartition(".")
+    allowed = ("posematch", "torch.optim", "albumentations")
+    if not any(module_name == a or module_name.startswith(a + ".") for a in allowed):
+        return False
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return False
+    if not isinstance(obj, type):
+        return False
+    if module_name.startswith("posematch"):
+        return obj.__module__.startswith("posematch.")
+    if module_name.startswith("torch.optim"):
+        return issubclass(obj, torch.optim.Optimizer | torch.optim.lr_scheduler.LRScheduler)
+    from albumentations.core.composition import BaseCompose
+    from albumentations.core.transforms_interface import BasicTransform
+
+    return issubclass(obj, BasicTransform | BaseCompose)
+
+
+def is_trusted_target(target: object) -> bool:
+    """Whether a run folder's config may instantiate ``target`` (see ``TRUSTED_TARGETS``);
+    interpolated targets cannot be checked, so they are not."""
+    if not isinstance(target, str) or "$" in target:
+        return False
+    return target in TRUSTED_FUNCTIONS or _resolves_to_trusted_class(target)
 
 
 def untrusted_targets(node: Any, where: str = "") -> list[str]:
-    """``key: target`` of every ``_target_`` in a plain container that is not a class of
-    ``TRUSTED_TARGETS`` (interpolated targets cannot be checked, so they count as untrusted)."""
+    """``key: target`` of every ``_target_`` in a plain container that ``is_trusted_target``
+    refuses."""
     found = []
     if isinstance(node, dict):
         for key, value in node.items():
             name = f"{where}.{key}" if where else str(key)
-            if key == "_target_" and not (
-                isinstance(value, str) and value.startswith(TRUSTED_TARGETS) and "$" not in value
-            ):
+            if key == "_target_" and not is_trusted_target(value):
                 found.append(f"{name}: {value!r}")
             else:
                 found.extend(untrusted_targets(value, name))
@@ -86,7 +125,7 @@ def saved_config(run_dir: str | Path, trust: bool = False) -> DictConfig:
         if bad:
             raise ValueError(
                 f"{path}: refusing to instantiate {', '.join(bad[:5])}: a run folder's config may "
-                f"only name classes of {', '.join(p.rstrip('.') for p in TRUSTED_TARGETS)}. If "
+                f"only name {', '.join(TRUSTED_TARGETS)}. If "
                 "you wrote this file yourself, pass trust_config=true"
             )
     return cfg

@@ -1,6 +1,7 @@
-"""A config file beside a checkpoint is data, not code (issue 11): posematch-infer and
-posematch-diagnose refuse a run folder whose saved config names a class outside posematch, torch,
-torchvision, timm and albumentations, before anything is instantiated."""
+"""A config file beside a checkpoint is data, not code (issues 11 and 15): posematch-infer and
+posematch-diagnose refuse a run folder whose saved config names anything but posematch classes,
+its config entry points, torch's optimizers and schedulers and albumentations' transforms, before
+anything is instantiated."""
 
 from __future__ import annotations
 
@@ -29,7 +30,22 @@ def _run_folder(tmp_path, target: str, marker) -> object:
     return run
 
 
-@pytest.mark.parametrize("target", ["builtins.exec", "${oc.env:EVIL}", "os.system"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "builtins.exec",
+        "${oc.env:EVIL}",
+        "os.system",
+        # Issue 15: functions inside trusted packages load or compile code.
+        "torch.load",
+        "torch.hub.load",
+        "torch.utils.cpp_extension.load_inline",
+        "torchvision.io.read_file",
+        "timm.create_model",
+        "posematch.models.checkpoints.read_checkpoint",  # a posematch function, not a class
+        "torch.optim.lr_scheduler.LambdaLR.__init__",
+    ],
+)
 def test_untrusted_target_is_refused_and_nothing_runs(tmp_path, target):
     marker = tmp_path / "pwned"
     run = _run_folder(tmp_path, target, marker)
@@ -55,11 +71,16 @@ def test_infer_entry_point_refuses_the_run_folder(tmp_path):
 
 
 def test_the_real_configs_are_trusted():
+    import glob
+    from pathlib import Path
+
     from hydra import compose, initialize_config_dir
 
     from posematch.cli.common import untrusted_targets
 
-    for experiment in ("demo/synthetic_sinkhorn", "coco/hrnet_w32_384x288_sinkhorn"):
+    every = sorted(str(Path(p).relative_to(REPO / "conf" / "experiment").with_suffix(""))
+                   for p in glob.glob(str(REPO / "conf" / "experiment" / "*" / "*.yaml")))  # fmt: skip
+    for experiment in every:
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=[f"experiment={experiment}", "run_dir=/x"])
         assert untrusted_targets(OmegaConf.to_container(cfg, resolve=False)) == []
