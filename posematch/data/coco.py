@@ -69,6 +69,14 @@ def _image_path(coco: COCO, image_dir: str, image_id: int) -> str:
     return os.path.join(image_dir, coco.imgs[image_id]["file_name"])
 
 
+def _image_size(coco: COCO, image_id: int) -> tuple[int, int] | None:
+    """(width, height) the file gives for the image, checked against the decoded pixels."""
+    info = coco.imgs[image_id]
+    if "width" not in info or "height" not in info:
+        return None
+    return int(info["width"]), int(info["height"])
+
+
 def _gt_instance(
     coco: COCO, image_dir: str, image_id: int, ann: dict, aspect_ratio: float, k: int, record: str
 ) -> Instance | None:
@@ -110,6 +118,7 @@ def _gt_instance(
         score=1.0,
         area=float(np.prod(scale * PIXEL_STD)),
         record=record,
+        image_size=_image_size(coco, image_id),
     )
 
 
@@ -200,6 +209,7 @@ def det_instances(
                 score=score,
                 area=float(np.prod(scale * PIXEL_STD)),
                 record=record,
+                image_size=_image_size(coco, image_id),
             )
         )
     return instances, bad

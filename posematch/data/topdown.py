@@ -37,6 +37,8 @@ class Instance:
     boxes). visible: (K,) 0 = unlabelled, 1 = labelled but hidden, 2 = visible (MPII: 0/1).
     score: box score (1 for ground-truth boxes). area: box area in image pixels^2 as the official
     evaluation uses it (scale * 200 squared). record: where it came from, for error messages.
+    image_size: (width, height) in pixels the annotation file gives for the image, or None; a
+    decoded image of another size is a bad record (its labels belong to other pixels).
     """
 
     image_path: str
@@ -48,6 +50,7 @@ class Instance:
     score: float
     area: float
     record: str
+    image_size: tuple[int, int] | None = None
 
 
 class BadRecordError(ValueError):
@@ -183,7 +186,14 @@ class TopDownDataset(Dataset):
     def read_image(self, inst: Instance) -> np.ndarray:
         """The instance's image, (H, W, 3) uint8 in the pipeline's channel order (``color``: the
         network's, so the crop needs no conversion); BadRecordError naming the file otherwise."""
-        return decode_image(inst.image_path, inst.record, rgb=self.pipeline.color == "rgb")
+        image = decode_image(inst.image_path, inst.record, rgb=self.pipeline.color == "rgb")
+        if inst.image_size is not None and tuple(image.shape[1::-1]) != tuple(inst.image_size):
+            width, height = inst.image_size
+            raise BadRecordError(
+                f"{inst.image_path}: decoded {image.shape[1]} x {image.shape[0]} px, but "
+                f"{inst.record} says {width} x {height}"
+            )
+        return image
 
     def __getitem__(self, index: int) -> Sample:
         if not self.pipeline.train:  # evaluation: never score one instance in place of another

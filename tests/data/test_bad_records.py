@@ -150,3 +150,20 @@ def test_truncated_image_in_a_dataset_is_skipped_once_and_counted(tmp_path):
     scored = coco(ann, image_dir=str(folder), skip_bad=True)
     valid = [bool(scored[i].valid) for i in range(len(scored))]
     assert valid.count(False) == 2 and scored.skipped() == 2
+
+
+def test_an_image_whose_size_differs_from_its_record_is_a_bad_record(tmp_path):
+    # Issue 15: a val image replaced by a 1x1 JPEG (the json says 500 x 333) was cropped to a
+    # blank and scored, exit 0.
+    folder = tmp_path / "coco"
+    shutil.copytree(COCO_DIR, folder)
+    cv2.imwrite(str(folder / "000000040083.jpg"), np.zeros((1, 1, 3), np.uint8))
+    ann = str(folder / "test_coco.json")
+    message = r"000000040083\.jpg: decoded 1 x 1 px, but .*annotation id \d+ .* says 500 x 333"
+    data = coco(ann, image_dir=str(folder))
+    index = next(i for i, inst in enumerate(data.instances) if inst.image_id == 40083)
+    with pytest.raises(BadRecordError, match=message):
+        data[index]
+    scored = coco(ann, image_dir=str(folder), skip_bad=True)
+    assert [bool(scored[i].valid) for i in range(len(scored))].count(False) == 2
+    assert scored.skipped() == 2
