@@ -11,6 +11,7 @@ signal (143 / 130); ``resume=auto`` continues from that step.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from posematch import runinfo
 from posematch.cli.common import CONFIG_PATH, resolve_device
+from posematch.cli.run_lock import RunFolderBusy, run_folder_lock
 from posematch.cli.run_record import check_resume, run_info, write_record
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
@@ -100,6 +102,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     instantiate(cfg.trainer)  # its option checks come before anything is written (seed=abc)
     device = resolve_device(cfg.device, dist.init())
     run_dir = Path(dist.broadcast_object(str(cfg.run_dir)))
+    with contextlib.ExitStack() as held:
+        # Rank 0 holds the folder's lock; every rank stops on a refusal.
+        refusal = None
+        if dist.is_main():
+            try:
+                held.enter_context(run_folder_lock(run_dir))
+            except RunFolderBusy as err:
+                refusal = str(err)
+        refusal = dist.broadcast_object(refusal)
+        if refusal is not None:
+            raise RunFolderBusy(refusal)
+        return _train(cfg, run_dir, device)
+
+
+def _train(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    """The run's record, its parts and ``fit``, in a run folder this process holds."""
     resume = cfg.resume not in (None, "", "none", "false")
     # Every rank checks (reading only), so a refusal stops them all; rank 0 writes the record.
     force = bool(cfg.get("resume_force", False))
