@@ -312,6 +312,15 @@ def _compare(
     return report, loadable
 
 
+def _for_model(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` in posematch names, without the layers the model's backbone drops by design
+    (HRFormer's unused last-stage fusions), which are not errors."""
+    state = convert_state_dict(state)
+    skip = getattr(getattr(model, "backbone", None), "checkpoint_keys_to_skip", ())
+    skip = tuple("backbone." + prefix for prefix in skip)
+    return {k: v for k, v in state.items() if not k.startswith(skip)} if skip else state
+
+
 def load_state_dict(
     model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True, source: str = "state"
 ) -> LoadReport:
@@ -320,13 +329,7 @@ def load_state_dict(
     strict=True raises KeyError (naming ``source`` and the offending keys) unless every key matches
     in name and shape; strict=False loads what matches and returns the report.
     """
-    state = convert_state_dict(state)
-    # Layers a backbone drops by design (HRFormer's unused last-stage fusions) are not errors.
-    skip = getattr(getattr(model, "backbone", None), "checkpoint_keys_to_skip", ())
-    skip = tuple("backbone." + prefix for prefix in skip)
-    if skip:
-        state = {k: v for k, v in state.items() if not k.startswith(skip)}
-    report, loadable = _compare(model, state)
+    report, loadable = _compare(model, _for_model(model, state))
     if strict and not report.exact:
         raise KeyError(f"{source}: does not match {type(model).__name__}: {report.describe()}")
     if not report.exact:
@@ -413,10 +416,7 @@ def init_whole_model(model: nn.Module, path: Path) -> LoadReport:
     """
     if not path.is_file():
         raise FileNotFoundError(f"model.init_from: checkpoint not found: {path}")
-    state = convert_state_dict(read_checkpoint(path))
-    skip = tuple("backbone." + p for p in getattr(model.backbone, "checkpoint_keys_to_skip", ()))
-    if skip:
-        state = {k: v for k, v in state.items() if not k.startswith(skip)}
+    state = _for_model(model, read_checkpoint(path))
     report, loadable = _compare(model, state)
     learned = [k for k in loadable if not k.endswith("num_batches_tracked")]
     if not learned:
