@@ -342,8 +342,16 @@ class Predictor:
                 h, w = image.shape[:2]
                 b, s = np.array([[0.0, 0.0, w - 1.0, h - 1.0]]), np.ones(1)
             else:
-                b = np.asarray(boxes[i], dtype=np.float64).reshape(-1, 4)
+                b = np.asarray(boxes[i], dtype=np.float64)
+                if b.ndim not in (1, 2) or (b.size and b.shape[-1] != 4):
+                    raise ValueError(
+                        f"boxes of image {i}: shape {b.shape}; expected (N, 4) rows of "
+                        "(x, y, w, h) in image pixels"
+                    )
+                b = b.reshape(-1, 4)
                 s = np.ones(len(b)) if box_scores is None else np.asarray(box_scores[i], np.float64)
+                if s.size != len(b):
+                    raise ValueError(f"box_scores of image {i}: {s.size} scores for {len(b)} boxes")
             if not np.isfinite(b).all() or (b[:, 2:] <= 0).any():
                 raise ValueError(f"boxes of image {i}: need finite (x, y, w, h) with w, h > 0")
             people.append((b, s.reshape(-1)))

@@ -231,6 +231,16 @@ class Evaluator(Protocol):
     where the split has no ground truth: results are written, not scored).
     """
 
+    @property
+    def primary_metric(self) -> str:
+        """The metric ``best.pth`` follows unless ``trainer.monitor`` names another."""
+        ...
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The higher-is-better metrics ``evaluate`` reports."""
+        ...
+
     def reset(self) -> None: ...
 
     def process(self, predictions: Predictions) -> None: ...

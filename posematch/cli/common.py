@@ -4,7 +4,9 @@ re-exported here for the commands."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,3 +34,34 @@ def resolve_device(name: str, local: torch.device) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"device={name!r}: expected auto, cpu or cuda")
     return local if name == "cuda" else torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class TestTimeOptions:
+    """The ``test`` config group, checked: the flip test and its 1 px shift (booleans), crops per
+    forward pass (``batch_size`` >= 1) and loader workers (``num_workers`` >= 0)."""
+
+    flip: bool = True
+    shift: bool = True
+    batch_size: int = 32
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("flip", "shift"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"test.{name}={getattr(self, name)!r}: expected true or false")
+        for name, low in (("batch_size", 1), ("num_workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"test.{name}={value!r}: expected an integer >= {low}")
+
+    @classmethod
+    def from_config(cls, test: Any) -> TestTimeOptions:
+        """From the ``test`` group (a DictConfig or mapping); unknown keys are named."""
+        values = dict(test or {})
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"test.{unknown[0]}: not a test option ({', '.join(cls.__dataclass_fields__)})"
+            )
+        return cls(**values)

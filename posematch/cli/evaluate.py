@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from posematch import runinfo
-from posematch.cli.common import CONFIG_PATH, resolve_device
+from posematch.cli.common import CONFIG_PATH, TestTimeOptions, resolve_device
 from posematch.cli.run_record import model_name, run_info
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
@@ -43,6 +43,13 @@ def adopt_trained_config(cfg: DictConfig) -> DictConfig | None:
     if source is None:
         return None
     log.info("model, codec and input sizes from %s", where)
+    trained_k, data_k = source.data.get("num_keypoints"), cfg.data.get("num_keypoints")
+    if trained_k is not None and data_k is not None and int(trained_k) != int(data_k):
+        raise ValueError(
+            f"checkpoint={cfg.checkpoint}: trained on {trained_k} joints "
+            f"({source.data.get('name', 'its dataset')}), but data={cfg.data.get('name')} has "
+            f"{data_k}: score it on the dataset it was trained on"
+        )
     with open_dict(cfg):
         cfg.model = copy.deepcopy(source.model)
         checkpoint_holds_every_weight(cfg.model)
@@ -77,6 +84,7 @@ def trained_facts(cfg: DictConfig, adopted: DictConfig | None) -> tuple[Any, str
 
 def run(cfg: DictConfig) -> dict | None:
     """Evaluate as configured; the metrics on rank 0, ``None`` elsewhere."""
+    test = TestTimeOptions.from_config(cfg.test)
     if not Path(cfg.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
     device = resolve_device(cfg.device, dist.init())
@@ -97,10 +105,10 @@ def run(cfg: DictConfig) -> dict | None:
         codec,
         evaluator,
         device,
-        batch_size=cfg.test.batch_size,
-        num_workers=cfg.test.num_workers,
-        flip_perm=spec.flip_permutation() if cfg.test.flip else None,
-        shift=cfg.test.shift,
+        batch_size=test.batch_size,
+        num_workers=test.num_workers,
+        flip_perm=spec.flip_permutation() if test.flip else None,
+        shift=test.shift,
     )
     if metrics is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from posematch.cli.common import CONFIG_PATH, resolve_device
+from posematch.cli.common import CONFIG_PATH, TestTimeOptions, resolve_device
 from posematch.cli.person_boxes import BoxFile, load_detector, whole_image
 from posematch.data.topdown import BadRecordError, decode_image
 from posematch.draw import draw_pose
@@ -161,6 +161,7 @@ def model_config(cfg: DictConfig) -> DictConfig:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Infer as configured; returns ``{"images", "people", "vis", "keypoints"}`` (counts, paths)."""
+    test = TestTimeOptions.from_config(cfg.test)
     if not Path(cfg.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
     camera = camera_index(cfg.input)
@@ -182,7 +183,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     source = model_config(cfg)
     predictor = Predictor.from_config(
-        source, cfg.checkpoint, device, cfg.test.flip, cfg.test.shift, cfg.test.batch_size
+        source, cfg.checkpoint, device, test.flip, test.shift, test.batch_size
     )
     spec = predictor.pipeline.spec
 

@@ -38,6 +38,7 @@ class BoxFile:
         self.by_name: dict[str, list[tuple[list[float], float]]] = {}
         self.by_id: dict[int, list[tuple[list[float], float]]] = {}
         self.used = 0
+        below: list[float] = []  # scores of the person boxes under score_thr
         for i, det in enumerate(dets):
             try:
                 if int(det.get("category_id", PERSON)) != PERSON:
@@ -48,6 +49,7 @@ class BoxFile:
                 if not np.isfinite([*entry[0], entry[1]]).all():  # NaN passes every comparison
                     raise ValueError(f"bbox {entry[0]} / score {entry[1]} not finite")
                 if entry[1] < score_thr:
+                    below.append(entry[1])
                     continue
                 if entry[0][2] <= 0 or entry[0][3] <= 0:
                     continue  # an empty box has no crop
@@ -57,6 +59,12 @@ class BoxFile:
                     self.by_id.setdefault(int(det["image_id"]), []).append(entry)
             except (KeyError, TypeError, ValueError, AttributeError) as err:
                 raise ValueError(f"boxes={path}: detection #{i} is malformed ({err})") from err
+        if below and not self.by_name and not self.by_id:
+            raise ValueError(
+                f"boxes={path}: every person detection ({len(below)}) scores below "
+                f"det_score_thr={score_thr} (the highest scores {max(below):.3g}); lower "
+                "det_score_thr to use them"
+            )
 
     def lookup(self, file_name: str, number: int | None) -> Boxes:
         """Boxes of the image ``file_name`` (numeric stem / frame index ``number``, if any)."""

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from posematch import runinfo
-from posematch.cli.common import CONFIG_PATH, resolve_device
+from posematch.cli.common import CONFIG_PATH, TestTimeOptions, resolve_device
 from posematch.cli.run_lock import RunFolderBusy, run_folder_lock
 from posematch.cli.run_record import check_resume, run_info, write_record
 from posematch.engine import dist
@@ -63,13 +63,14 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         lr_mult=dict(cfg.optim.get("lr_mult") or {}),
     )
     validation = None
+    test = TestTimeOptions.from_config(cfg.test)
     if cfg.validate:
         validation = Validation(
             dataset=instantiate(cfg.data.val),
             codec=codec,
             evaluator=instantiate(cfg.data.evaluator),
-            flip_perm=spec.flip_permutation() if cfg.test.flip else None,
-            shift=bool(cfg.test.shift),
+            flip_perm=spec.flip_permutation() if test.flip else None,
+            shift=test.shift,
         )
     return {
         "settings": settings,
@@ -100,6 +101,7 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns ``fit``'s summary."""
     instantiate(cfg.trainer)  # its option checks come before anything is written (seed=abc)
+    TestTimeOptions.from_config(cfg.test)
     device = resolve_device(cfg.device, dist.init())
     run_dir = Path(dist.broadcast_object(str(cfg.run_dir)))
     with contextlib.ExitStack() as held:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from posematch.types import DecodedKeypoints
 
 SCORES = ("max", "mass")
+DECODERS = ("window", "argmax", "dark")
 
 # cv2.getGaussianKernel uses these fixed taps for ksize <= 7 when sigma <= 0.
 _CV2_SMALL_GAUSSIAN = {
@@ -177,6 +178,8 @@ def get_decoder(
 ) -> Callable[[torch.Tensor], DecodedKeypoints]:
     """The decoder called ``name`` (``window``, ``argmax`` or ``dark``); ``score`` applies to
     ``window`` only (``argmax`` and ``dark`` always score with the maximum)."""
+    if name not in DECODERS:
+        raise ValueError(f"decoder={name!r}: expected one of {DECODERS}")
     if name == "window":
         if score not in SCORES:
             raise ValueError(f"score={score!r}: expected one of {SCORES}")
@@ -185,11 +188,9 @@ def get_decoder(
         raise ValueError(f"score={score!r}: only the window decoder has scores other than 'max'")
     if name == "argmax":
         return decode_argmax
-    if name == "dark":
-        if blur_kernel:
-            cv2_gaussian_taps(blur_kernel)  # fail at construction on a bad kernel size
-        return partial(decode_dark, blur_kernel=blur_kernel)
-    raise ValueError(f"decoder={name!r}: expected one of ('window', 'argmax', 'dark')")
+    if blur_kernel:  # dark: fail at construction on a bad kernel size
+        cv2_gaussian_taps(blur_kernel)
+    return partial(decode_dark, blur_kernel=blur_kernel)
 
 
 __all__ = [

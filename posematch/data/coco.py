@@ -215,6 +215,12 @@ def det_instances(
     return instances, bad
 
 
+def _count(det_file: str) -> int:
+    """Records in a detection file already read once (for the message of an empty result)."""
+    with open(det_file) as f:
+        return len(json.load(f))
+
+
 class CocoKeypoints(TopDownDataset):
     """COCO top-down dataset.
 
@@ -261,6 +267,12 @@ class CocoKeypoints(TopDownDataset):
             )
         if bad:
             log.warning("%s: skipped %d malformed records", det_file or ann_file, len(bad))
+        if not instances and boxes == "det":
+            raise BadRecordError(
+                f"data.det_file={det_file}: no usable person detection (of {_count(det_file)} "
+                f"records, none is a person box with score >= det_score_thr={det_score_thr} on an "
+                f"image of ann_file={ann_file})"
+            )
         if not instances:
             raise BadRecordError(f"ann_file={ann_file}: no usable person instances ({boxes} boxes)")
         super().__init__(instances, pipeline, codec, skip_bad=skip_bad, seed=seed, bad_records=bad)

@@ -23,7 +23,8 @@ class TrainerSettings:
     per process. amp: ``none``, ``bf16`` or ``fp16`` (fp16 uses a grad scaler; the matching loss
     computes in float32 regardless). grad_clip: max gradient norm, or None. val_every: validate
     every this many epochs (and after the last). monitor: metric that picks ``best.pth`` (higher is
-    better: ``AP`` for COCO, ``Mean`` for MPII). seed: seeds model init, shuffling and augmentation.
+    better), one the evaluator reports; None: the evaluator's primary metric (``AP`` for COCO,
+    ``Mean`` for MPII). seed: seeds model init, shuffling and augmentation.
     warmup_iters / warmup_ratio: linear learning-rate warm-up from ``ratio`` x lr over the first
     ``warmup_iters`` steps (torch's ``LinearLR``, ``posematch.engine.optim.warmup``). sync_bn: convert
     BatchNorm to SyncBatchNorm under DDP. log_every: steps between TensorBoard loss points.
@@ -40,7 +41,7 @@ class TrainerSettings:
     amp: str = "none"
     grad_clip: float | None = None
     val_every: int = 10
-    monitor: str = "AP"
+    monitor: str | None = None
     seed: int = 0
     warmup_iters: int = 0
     warmup_ratio: float = 0.001
@@ -89,6 +90,10 @@ class TrainerSettings:
                 raise ValueError(f"trainer.{name}={getattr(self, name)}: must be at least 1")
         if self.num_workers < 0:
             raise ValueError(f"trainer.num_workers={self.num_workers}: must be >= 0")
+        if self.monitor is not None and not isinstance(self.monitor, str):
+            raise ValueError(f"trainer.monitor={self.monitor!r}: a metric name, or null")
+        if not isinstance(self.sync_bn, bool):
+            raise ValueError(f"trainer.sync_bn={self.sync_bn!r}: expected true or false")
         if self.amp not in AMP_MODES:
             raise ValueError(f"trainer.amp={self.amp!r}: expected one of {AMP_MODES}")
         if self.grad_clip is not None and not self.grad_clip > 0:

@@ -226,6 +226,24 @@ def _state(
     }
 
 
+def monitored_metric(monitor: str | None, validation: Validation | None) -> str | None:
+    """The metric that picks ``best.pth``: ``trainer.monitor``, or the evaluator's primary metric
+    when it is null. ValueError at start, naming both, when the evaluator does not report it (the
+    run would never write ``best.pth``, silently)."""
+    if validation is None:
+        return monitor
+    evaluator = validation.evaluator
+    if monitor is None:
+        return evaluator.primary_metric
+    if monitor not in evaluator.metric_names:
+        raise ValueError(
+            f"trainer.monitor={monitor}: {type(evaluator).__name__} reports "
+            f"{', '.join(evaluator.metric_names)} (higher is better); trainer.monitor=null follows "
+            f"its primary metric, {evaluator.primary_metric}"
+        )
+    return monitor
+
+
 def fit(
     model: nn.Module,
     loss_fn: Loss,
@@ -251,6 +269,7 @@ def fit(
         validation: what to validate with, or None for no validation.
     """
     run_dir = run.path
+    monitor = monitored_metric(settings.monitor, validation)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: cuDNN picks its fastest kernels
     model = model.to(device)
@@ -350,7 +369,7 @@ def fit(
                 )  # fmt: skip
                 metrics = dist.broadcast_object(metrics)
                 record.update({f"val/{k}": v for k, v in metrics.items() if k != "scored"})
-                value = metrics.get(settings.monitor)
+                value = metrics.get(monitor)
                 if value is not None and value > best:
                     best = float(value)
                     if dist.is_main():

@@ -148,10 +148,42 @@ def _faster_coco_eval() -> tuple[Any, Any]:
     return FasterCOCO, COCOeval_faster
 
 
-def load_ground_truth(ann_file: str) -> COCO:
-    """The annotation file as pycocotools' COCO, checked: ValueError naming the file and the
-    annotation when a ``keypoints`` / ``bbox`` / ``area`` value is not finite or an ``image_id`` is
-    not in ``images`` (COCOeval would score a NaN OKS as a match, and drop the other silently)."""
+def _is_number(value: Any) -> bool:
+    """A JSON number: int or float, not a string or a boolean (numpy would convert both)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_annotation(ann: dict[str, Any], where: str, num_joints: int | None) -> None:
+    """ValueError naming ``where`` and the field when an annotation field COCOeval reads is not
+    what it must be: ``keypoints`` a list of 3K numbers, ``bbox`` 4 numbers, ``area`` a number,
+    ``num_keypoints`` and ``iscrowd`` integers, every number finite. (A string in ``keypoints``
+    failed inside COCOeval after the whole inference; a string ``num_keypoints`` made the
+    annotations it should ignore count as missed, silently lowering AP.)"""
+    shapes = {"keypoints": None if num_joints is None else 3 * num_joints, "bbox": 4}
+    for field, length in shapes.items():
+        if field not in ann:
+            continue
+        value = ann[field]
+        if not isinstance(value, list) or not all(_is_number(v) for v in value):
+            raise ValueError(f"{where}: {field!r} must be a list of numbers, got {value!r:.80}")
+        if length is not None and len(value) != length:
+            raise ValueError(f"{where}: {field!r} holds {len(value)} numbers, expected {length}")
+        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise ValueError(f"{where}: {field!r} holds a non-finite value")
+    if "area" in ann and not (_is_number(ann["area"]) and np.isfinite(ann["area"])):
+        if _is_number(ann["area"]):
+            raise ValueError(f"{where}: 'area' holds a non-finite value")
+        raise ValueError(f"{where}: 'area' must be a number, got {ann['area']!r:.80}")
+    for field in ("num_keypoints", "iscrowd"):
+        if field in ann and not (isinstance(ann[field], int) and not isinstance(ann[field], bool)):
+            raise ValueError(f"{where}: {field!r} must be an integer, got {ann[field]!r:.80}")
+
+
+def load_ground_truth(ann_file: str, num_joints: int | None = None) -> COCO:
+    """The annotation file as pycocotools' COCO, checked before any work: ValueError naming the
+    file and the annotation when an id repeats, an ``image_id`` is not in ``images``, a field
+    COCOeval reads has the wrong type, length (``num_joints``, when given) or a non-finite value
+    (COCOeval would score a NaN OKS as a match), or annotations come without ``categories``."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             gt = COCO(ann_file)
@@ -167,17 +199,16 @@ def load_ground_truth(ann_file: str) -> COCO:
                 f"ann_file={ann_file}: {section} ids {repeated[:5]} occur more than once "
                 f"({len(repeated)} ids): every id must be unique"
             )
+    if gt.dataset.get("annotations") and not gt.dataset.get("categories"):
+        raise ValueError(
+            f"ann_file={ann_file}: no 'categories' list: COCOeval scores per category "
+            '(COCO keypoints: [{"id": 1, "name": "person", ...}])'
+        )
     for ann in gt.dataset.get("annotations", []):
         where = f"ann_file={ann_file}: annotation id {ann.get('id')}"
         if ann.get("image_id") not in gt.imgs:
             raise ValueError(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
-        for field in ("keypoints", "bbox", "area"):
-            try:
-                value = np.asarray(ann.get(field, 0), dtype=np.float64)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{where}: {field!r} is not numeric ({err})") from err
-            if not np.isfinite(value).all():
-                raise ValueError(f"{where}: {field!r} holds a non-finite value")
+        _check_annotation(ann, where, num_joints)
     return gt
 
 
@@ -233,8 +264,15 @@ class CocoKeypointEvaluator:
         self.category_id = category_id
         self.results_file = os.path.join(output_dir, results_name)
         self.backend = backend
-        self.gt = load_ground_truth(ann_file)
+        self.gt = load_ground_truth(ann_file, len(self.sigmas))
         self.reset()
+
+    primary_metric = "AP"
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics ``evaluate`` reports, each higher-is-better (a ``trainer.monitor`` choice)."""
+        return STAT_NAMES
 
     @property
     def has_annotations(self) -> bool:

@@ -219,6 +219,18 @@ class DlcEvaluator:
         self.scorer = scorer
         self.reset()
 
+    @property
+    def primary_metric(self) -> str:
+        """OKS-AP when the spec has sigmas, else PCK at ``pck_thr``."""
+        return "AP" if self.sigmas else "PCK"
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The higher-is-better metrics ``evaluate`` reports (``trainer.monitor`` choices; RMSE,
+        lower-is-better, is not one)."""
+        pcks = dict.fromkeys(("PCK", f"PCK@{self.pck_thr:g}", "PCK@0.05"))
+        return (*pcks, *(AP_KEYS if self.sigmas else ()))
+
     def reset(self) -> None:
         """Forget every processed prediction."""
         self._parts: list[tuple[np.ndarray, ...]] = []

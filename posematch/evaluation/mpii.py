@@ -198,6 +198,14 @@ class MpiiPCKhEvaluator:
         self.pred_file = None if output_dir is None else os.path.join(output_dir, pred_name)
         self.reset()
 
+    primary_metric = "Mean"
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics ``evaluate`` reports, each higher-is-better (a ``trainer.monitor`` choice)."""
+        joints = tuple(f"PCKh/{name}" for name in MPII_SPEC.names)
+        return ("Mean", f"Mean@{self.low_threshold:g}", *COLUMNS, *joints)
+
     def reset(self) -> None:
         """Forget every processed prediction."""
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []

@@ -321,6 +321,23 @@ def _for_model(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str,
     return {k: v for k, v in state.items() if not k.startswith(skip)} if skip else state
 
 
+def _joint_count_hint(report: LoadReport) -> str:
+    """'' or a sentence saying the file and the model predict different joint counts (the one
+    mismatch a user makes by pairing a checkpoint with another dataset)."""
+    if not report.mismatched or report.missing or report.unexpected:
+        return ""
+    if not all(k.startswith("head.final_layer.") for k, _, _ in report.mismatched):
+        return ""
+    counts = {(a[0], b[0]) for _, a, b in report.mismatched}
+    if len(counts) != 1:
+        return ""
+    ((saved, built),) = counts
+    return (
+        f" (the checkpoint predicts {saved} joints, the model is built for {built}: "
+        "data.num_keypoints and the dataset must be the ones it was trained on)"
+    )
+
+
 def load_state_dict(
     model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True, source: str = "state"
 ) -> LoadReport:
@@ -331,7 +348,10 @@ def load_state_dict(
     """
     report, loadable = _compare(model, _for_model(model, state))
     if strict and not report.exact:
-        raise KeyError(f"{source}: does not match {type(model).__name__}: {report.describe()}")
+        raise KeyError(
+            f"{source}: does not match {type(model).__name__}: {report.describe()}"
+            + _joint_count_hint(report)
+        )
     if not report.exact:
         log.warning("%s: partial load: %s", source, report.describe())
     model.load_state_dict(loadable, strict=False)

@@ -82,3 +82,20 @@ def test_posematch_eval_takes_the_checkpoint_alone(tmp_path, trained):
         "data.input_size=[64,64]", "data.heatmap_size=[16,16]", "data.root=" + str(data),
     )  # fmt: skip
     assert by_itself["scored"] and by_itself == {**told}
+
+
+def test_posematch_eval_refuses_data_with_another_joint_count(tmp_path, trained):
+    from hydra import compose, initialize_config_dir
+
+    from posematch.cli.evaluate import run as evaluate
+    from tests.conftest import REPO, SHARED_DATA
+
+    overrides = [
+        "data=dlc_openfield", f"data.root={SHARED_DATA / 'dlc_openfield'}", "test.num_workers=0",
+        f"checkpoint={trained / 'last.pth'}", f"output_dir={tmp_path / 'o'}",
+    ]  # fmt: skip
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=overrides)
+    # The fault: an IndexError inside the flip test after the model ran on every crop.
+    with pytest.raises(ValueError, match=r"trained on 17 joints \(synthetic\), but data=dlc_openfield has 4"):
+        evaluate(cfg)

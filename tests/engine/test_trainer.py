@@ -254,6 +254,9 @@ def test_best_pth_holds_the_weights_of_the_epoch_with_the_best_monitored_metric(
     class Scripted:
         """An evaluator whose scores are given: what is under test is the trainer's choice."""
 
+        primary_metric = "AP"
+        metric_names = ("AP",)
+
         def __init__(self, values):
             self.values = list(values)
 
