@@ -73,7 +73,9 @@ def test_an_empty_detection_file_names_det_file(tmp_path):
 
     det = tmp_path / "dets.json"
     det.write_text("[]")
-    with pytest.raises(ValueError, match=r"data\.det_file=.*dets\.json: no usable person detection"):
+    with pytest.raises(
+        ValueError, match=r"data\.det_file=.*dets\.json: no usable person detection"
+    ):
         CocoKeypoints(
             str(COCO_JSON), str(COCO_JSON.parent), TopDownPipeline((96, 128), spec=COCO), DotCodec(),
             boxes="det", det_file=str(det),
@@ -83,7 +85,9 @@ def test_an_empty_detection_file_names_det_file(tmp_path):
 def test_detections_all_under_the_score_threshold_name_it(tmp_path):
     path = tmp_path / "boxes.json"
     path.write_text(json.dumps([{"image_id": 1, "bbox": [1, 1, 9, 9], "score": 0.2}]))
-    with pytest.raises(ValueError, match=r"scores below det_score_thr=0\.5 \(the highest scores 0\.2\)"):
+    with pytest.raises(
+        ValueError, match=r"scores below det_score_thr=0\.5 \(the highest scores 0\.2\)"
+    ):
         BoxFile(path, 0.5)
     assert BoxFile(path, 0.1).by_id == {1: [([1.0, 1.0, 9.0, 9.0], 0.2)]}
 

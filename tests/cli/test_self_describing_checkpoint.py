@@ -97,5 +97,7 @@ def test_posematch_eval_refuses_data_with_another_joint_count(tmp_path, trained)
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("evaluate", overrides=overrides)
     # The fault: an IndexError inside the flip test after the model ran on every crop.
-    with pytest.raises(ValueError, match=r"trained on 17 joints \(synthetic\), but data=dlc_openfield has 4"):
+    with pytest.raises(
+        ValueError, match=r"trained on 17 joints \(synthetic\), but data=dlc_openfield has 4"
+    ):
         evaluate(cfg)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ACTIVATIONS = ("none", "softplus", "exp")
+ACTIVATIONS = ("none", "softplus", "exp", "zscore", "zscore_exp")
 
 
 class MapExp(nn.Module):
@@ -28,17 +28,50 @@ class MapExp(nn.Module):
         return torch.exp(z - z.detach().flatten(2).amax(2)[..., None, None])
 
 
+class MapZScore(nn.Module):
+    """(z - mean z) / std z over each map (B, K, h, w): the map's standard scores.
+
+    A loss that normalises relu(H) reads only the map's shape, so the map's scale (its contrast) is
+    a direction the loss never stops rewarding: under a distance cost a sharper map is always
+    cheaper, and with Adam every channel's weights grow along it (results/relu.md). Standardised,
+    the map has no free scale: the suppliers depend on the direction of the last layer's weights
+    only. A standardised map always has values above zero (its mean is 0 and its spread 1), so
+    relu(H) cannot die. ``exp=True`` returns exp(z - max z): normalised, softmax(z).
+    """
+
+    def __init__(self, exp: bool = False, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.exp = exp
+        self.eps = eps
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.flatten(2)
+        mean = flat.mean(2)[..., None, None]
+        std = flat.std(2, correction=0)[..., None, None]
+        scores = (z - mean) / (std + self.eps)
+        if not self.exp:
+            return scores
+        return torch.exp(scores - scores.detach().flatten(2).amax(2)[..., None, None])
+
+    def extra_repr(self) -> str:
+        return f"exp={self.exp}"
+
+
 def output_activation(name: str, softplus_beta: float = 1.0) -> nn.Module:
     """The heads' output activation: ``none`` (identity, the official heads), ``softplus``
     (log(1 + exp(beta x)) / beta: positive everywhere, relu's limit as beta grows; its slope below
     zero, sigmoid(beta x), lets a heatmap with no value above zero still be pushed up) or ``exp``
-    (``MapExp``: normalised, the softmax of the logits)."""
+    (``MapExp``: normalised, the softmax of the logits), ``zscore`` (``MapZScore``: each map's
+    standard scores, no free scale; the loss's relu reads them) or ``zscore_exp`` (softmax of the
+    standard scores)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"activation={name!r}: expected one of {ACTIVATIONS}")
     if not softplus_beta > 0:
         raise ValueError(f"softplus_beta={softplus_beta!r}: must be positive")
     if name == "exp":
         return MapExp()
+    if name in ("zscore", "zscore_exp"):
+        return MapZScore(exp=name == "zscore_exp")
     return nn.Softplus(beta=float(softplus_beta)) if name == "softplus" else nn.Identity()
 
 
