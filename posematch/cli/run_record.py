@@ -12,7 +12,12 @@ A folder *holds a run* once it has ``last.pth`` or ``metrics.jsonl``. Starting i
 - with ``resume`` is refused when the saved ``model``, ``loss``, ``codec`` or ``data`` differ from the
   command's (the weights would continue under another loss or data and ``metrics.jsonl`` would mix
   both), unless ``resume_force=true``; the original record is kept either way, and a forced
-  resume writes the new config beside it as ``config.resumed.yaml``.
+  resume writes the new config beside it as ``config.resumed.yaml``;
+- with ``resume`` is refused too when ``optim``, ``schedule`` or the warm-up differ: the optimizer and
+  schedule continue from the checkpoint's state, so a new lr would be ignored silently;
+  ``resume_force=true`` continues and names each such setting as not applied.
+Paths inside the run folder (``run_dir``, ``output_dir`` and the evaluator's files) are where the run
+lives, not what it is: a copied or moved run folder resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from posematch.runinfo import RunInfo
 log = logging.getLogger("posematch.train")
 
 GUARDED = ("model", "loss", "codec", "data")
+# Restored from last.pth on resume, so a changed value would not apply.
+NOT_APPLIED = ("optim", "schedule", "trainer.warmup_iters", "trainer.warmup_ratio")
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -69,24 +76,67 @@ def check_resume(
     except Exception as err:  # a YAML parser error: name the file
         raise ValueError(f"{record}: unreadable run record ({err})") from err
     current = OmegaConf.to_container(cfg, resolve=True)
+    saved = _moved(saved, str(saved.get("run_dir", "")), str(run_dir))
+    current = _moved(current, str(current.get("run_dir", "")), str(run_dir))
     changed = [
         key
         for section in GUARDED
         for key in differences(saved.get(section), current.get(section), section)
     ]
-    if changed and not force:
-        shown = ", ".join(changed[:10]) + (
-            f" (+{len(changed) - 10} more)" if len(changed) > 10 else ""
+    ignored = [
+        key
+        for name in NOT_APPLIED
+        for key in differences(_at(saved, name), _at(current, name), name)
+    ]
+    if (changed or ignored) and not force:
+        shown = _listing(changed + ignored)
+        why = (
+            "resume it with the same model/loss/codec/data"
+            if changed
+            else "the optimizer, its lr and the schedule continue from last.pth, so these would "
+            "not apply; start a new run (or init_from its weights)"
         )
         raise ValueError(
             f"resume: {run_dir} was trained with another config ({shown} differ from {record}); "
-            "resume it with the same model/loss/codec/data, or pass resume_force=true to continue "
-            "its weights under the new settings anyway"
+            f"{why}, or pass resume_force=true to continue its weights under the new settings "
+            "anyway"
+        )
+    if ignored and write:
+        log.warning(
+            "resume_force: %s differ from the run's but are NOT applied: the optimizer and "
+            "schedule state come from last.pth",
+            _listing(ignored),
         )
     if changed and write:
         log.warning("resume_force: continuing %s with changed %s", run_dir, ", ".join(changed))
+    if (changed or ignored) and write:
         (run_dir / "config.resumed.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return True
+
+
+def _listing(keys: list[str]) -> str:
+    more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
+    return ", ".join(keys[:10]) + more
+
+
+def _at(config: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key of a plain nested dict (None when absent)."""
+    for part in dotted.split("."):
+        if not isinstance(config, dict):
+            return None
+        config = config.get(part)
+    return config
+
+
+def _moved(value: Any, old: str, new: str) -> Any:
+    """``value`` with every string path under the run folder ``old`` rewritten under ``new``."""
+    if isinstance(value, dict):
+        return {k: _moved(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, old, new) for v in value]
+    if old and isinstance(value, str) and (value == old or value.startswith(old + "/")):
+        return new + value[len(old) :]
+    return value
 
 
 def write_record(cfg: DictConfig, run_dir: Path) -> None:

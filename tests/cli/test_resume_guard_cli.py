@@ -53,3 +53,33 @@ def test_resume_with_another_loss_is_refused_and_the_record_kept(tmp_path):
     assert after[".hydra/config.yaml"] == before[".hydra/config.yaml"]
     assert yaml.safe_load((run / "config.resumed.yaml").read_text())["loss"]["reg"] == 2.0
     assert len(after["metrics.jsonl"].splitlines()) == 2
+
+
+def test_resume_names_what_it_would_not_apply_and_follows_a_moved_folder(tmp_path):
+    import shutil
+
+    data, run = tmp_path / "synthetic", tmp_path / "run"
+    synthetic_set(data)
+    assert _train(run, data).returncode == 0
+
+    # The fault: resume=auto with a new lr trained on at the checkpoint's lr, silently.
+    lr = _train(run, data, "trainer.epochs=2", "optim.optimizer.lr=1e30")
+    assert lr.returncode != 0
+    assert "optim.optimizer.lr differ" in lr.stderr and "would not apply" in lr.stderr
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+    forced = _train(run, data, "trainer.epochs=2", "optim.optimizer.lr=1e30", "resume_force=true")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert (
+        "optim.optimizer.lr differ from the run's but are NOT applied"
+        in forced.stdout + forced.stderr
+    )
+
+    # The fault: a copied run folder was refused because data.evaluator.output_dir (a path
+    # inside the folder) differed.
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run, moved)
+    (moved / ".posematch.lock").unlink(missing_ok=True)
+    again = _train(moved, data, "trainer.epochs=3")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len((moved / "metrics.jsonl").read_text().splitlines()) == 3
