@@ -13,6 +13,11 @@ Fields (plain JSON):
   ``pixel_size``, ``dead_grad``) where it has them,
   plus its ``target`` class; None when an evaluation cannot tell what trained its checkpoint.
 - codec: the codec class and its decoder; seed: the training seed (train).
+- budget: how the model was trained (train; eval copies it from the training run's ``run.json``
+  when there is one): ``epochs``, ``steps_per_epoch`` (the cap, or None for whole epochs),
+  ``batch_size`` (per process) and ``processes``, ``optimizer`` (class name) and ``lr``,
+  ``schedule`` (class name and options), ``warmup_iters``, and the head's output ``activation``.
+  ``posematch-tables`` pairs only runs whose budgets agree.
 - checkpoint: the evaluated file (eval); versions: posematch, torch and Python.
 
 This module imports nothing of posematch: reading a record needs no config system.
@@ -45,6 +50,7 @@ class RunInfo:
     boxes: str | None = None
     codec: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    budget: dict[str, Any] | None = None
     checkpoint: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 

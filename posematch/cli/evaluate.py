@@ -115,7 +115,16 @@ def run(cfg: DictConfig) -> dict | None:
         record = {"checkpoint": str(cfg.checkpoint), "config": OmegaConf.to_container(cfg.data)}
         (out_dir / "metrics.json").write_text(json.dumps({**metrics, **record}, indent=2))
         loss_cfg, name = trained_facts(cfg, adopted)
-        info = run_info(cfg, "eval", loss_cfg=loss_cfg, checkpoint=str(cfg.checkpoint), model=name)
+        folder = Path(cfg.checkpoint).parent
+        budget = runinfo.RunInfo.read(folder).budget if runinfo.exists(folder) else None
+        info = run_info(
+            cfg,
+            "eval",
+            loss_cfg=loss_cfg,
+            checkpoint=str(cfg.checkpoint),
+            model=name,
+            budget=budget,
+        )
         info.write(out_dir)
         if metrics.get("scored", True):
             print(markdown_row(metrics))

@@ -197,12 +197,37 @@ def model_name(cfg: DictConfig, use_choice: bool = True) -> str:
     return str(cfg.model.backbone._target_).rsplit(".", 1)[-1].lower()
 
 
+def budget_facts(cfg: DictConfig) -> dict[str, Any] | None:
+    """``run.json``'s budget of a training config (see ``posematch.runinfo``); None without one."""
+    if "trainer" not in cfg or "optim" not in cfg:
+        return None
+    from posematch.engine import dist
+
+    trainer, optim = cfg.trainer, cfg.optim
+    schedule = OmegaConf.to_container(cfg.schedule, resolve=True) if cfg.get("schedule") else None
+    if isinstance(schedule, dict):
+        schedule = {"name": str(schedule.pop("_target_", "")).rsplit(".", 1)[-1], **schedule}
+    head = cfg.model.get("head") or {}
+    return {
+        "epochs": int(trainer.epochs),
+        "steps_per_epoch": trainer.get("max_steps_per_epoch"),
+        "batch_size": int(trainer.batch_size),
+        "processes": dist.world_size(),
+        "optimizer": str(optim.optimizer._target_).rsplit(".", 1)[-1],
+        "lr": float(optim.optimizer.lr),
+        "schedule": schedule,
+        "warmup_iters": int(trainer.get("warmup_iters") or 0),
+        "activation": str(head.get("activation", "none")),
+    }
+
+
 def run_info(
     cfg: DictConfig,
     kind: str,
     loss_cfg: Any = None,
     checkpoint: str | None = None,
     model: str | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> RunInfo:
     """The ``run.json`` facts of a train or eval config (``loss_cfg``: the loss that trained the
     model, default the config's own; ``model``: its model config's name, default ``model_name``)."""
@@ -227,6 +252,7 @@ def run_info(
         loss=loss_facts(cfg.get("loss") if loss_cfg is None else loss_cfg),
         codec={"target": str(codec._target_), "decoder": str(codec.get("decoder", ""))},
         seed=int(cfg.trainer.seed) if kind == "train" and "trainer" in cfg else None,
+        budget=budget if kind == "eval" else budget_facts(cfg),
         checkpoint=checkpoint,
         versions={
             "posematch": posematch_version,

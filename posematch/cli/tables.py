@@ -30,7 +30,11 @@ A ``metrics.json`` whose data config reads test-dev images or annotations goes t
 only when it is scored: paste the evaluation server's stats (fractions, as pycocotools prints them)
 into it and set ``"scored": true``. Which loss trained the model of a ``posematch-eval`` folder is read
 from the run directory of its checkpoint. When two runs give the same cell, a ``metrics.json`` beats a
-``metrics.jsonl``, then the run named later wins (with a warning). A cell no run gives is printed as
+``metrics.jsonl``, then the run named later wins (with a warning). Cells are compared only when
+their runs were trained alike (``run.json``'s budget and loss options): a gain row needs the same
+epochs, steps, batch, processes, optimizer and warm-up (each loss keeps its own tuned lr, schedule and
+head); an ablation row must agree with the default row in everything but its option. Otherwise the
+command stops naming both runs and the differing keys, unless ``--accept-mixed``. A cell no run gives is printed as
 missing (``–`` in Markdown, ``--`` in LaTeX), never filled in; a run with no validation record is
 missing with a warning. Values follow ``posematch.evaluation.report.paper_row`` (COCO fractions x 100,
 one decimal; MPII already percent); gains are differences of the printed values, so they agree with
@@ -59,10 +63,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("runs", nargs="+", help="run directories or folders holding runs (sweeps)")
     parser.add_argument(
-        "--table", nargs="+", type=int, choices=range(1, 6), default=[1, 2, 3, 4, 5]
+        "--table",
+        nargs="+",
+        type=int,
+        choices=range(1, 6),
+        default=[1, 2, 3, 4, 5],
+        help="tables to make: 1 COCO val, 2 COCO test-dev, 3 MPII val (MSE vs matching), "
+        "4 demanders and 5 Sinkhorn iterations (ablations); default all",
     )
-    parser.add_argument("--format", nargs="+", choices=sorted(RENDER), default=["md", "latex"])
-    parser.add_argument("--out", type=Path, default=Path("results/tables"))
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        choices=sorted(RENDER),
+        default=["md", "latex"],
+        help="files written under --out (Markdown is also printed); default md latex",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/tables"), help="folder of the table files"
+    )
+    parser.add_argument(
+        "--accept-mixed",
+        action="store_true",
+        help="print cells whose runs were trained differently in more than the compared factor "
+        "(epochs, steps, batch, warm-up; for ablations also lr, schedule and loss options), with "
+        "a note; by default such a table is refused, naming the runs and the differing keys",
+    )
     return parser.parse_args(argv)
 
 
@@ -71,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="posematch-tables: %(levelname)s: %(message)s")
     try:
-        tables = build_tables(dict.fromkeys(args.table), collect(find_runs(args.runs)))
+        runs = collect(find_runs(args.runs))
+        tables = build_tables(dict.fromkeys(args.table), runs, args.accept_mixed)
     except TablesError as err:
         print(f"posematch-tables: error: {err}", file=sys.stderr)
         return 1

@@ -3,8 +3,9 @@ setting and loss they belong to, and what counts as a run directory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from posematch import runinfo
 
@@ -44,6 +45,9 @@ class Result:
 
     values: column -> printed value (``paper_row``), None when the run has no record. rank: 2 for
     ``metrics.json``, 1 for ``metrics.jsonl``, 0 for none. order: position among the runs found.
+    facts: how the model was trained, flat (``budget.epochs``, ``loss.tol``, ...; ``run.json``'s
+    budget and loss options), empty for runs made before ``run.json`` recorded them: two cells
+    are compared only when these agree but for the compared factor.
     """
 
     run: Path
@@ -55,6 +59,17 @@ class Result:
     source: str
     rank: int
     order: int
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def flat_facts(budget: dict[str, Any] | None, loss: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"budget.epochs": 3, "loss.tol": 1e-9, ...}`` from ``run.json``'s budget and loss."""
+    out: dict[str, Any] = {}
+    for prefix, part in (("budget", budget), ("loss", loss)):
+        for key, value in (part or {}).items():
+            if key not in ("kind", "target"):
+                out[f"{prefix}.{key}"] = value
+    return out
 
 
 def is_run(path: Path) -> bool:

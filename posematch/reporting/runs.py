@@ -12,7 +12,15 @@ from typing import Any
 from posematch import runinfo
 from posematch.reporting import legacy
 from posematch.reporting.metrics import printed_values, read_metrics_json, training_validation
-from posematch.reporting.results import MSE, Loss, Result, Setting, TablesError, is_run
+from posematch.reporting.results import (
+    MSE,
+    Loss,
+    Result,
+    Setting,
+    TablesError,
+    flat_facts,
+    is_run,
+)
 from posematch.runinfo import RunInfo
 
 log = logging.getLogger("posematch.tables")
@@ -86,8 +94,10 @@ def read_recorded_run(run: Path, order: int) -> list[Result]:
     family = "mpii" if info.dataset == "mpii" else "coco"
     boxes = f", {info.boxes} boxes" if info.boxes else ""
 
+    facts = flat_facts(info.budget, info.loss)
+
     def result(values: Any, source: str, rank: int) -> Result:
-        return Result(run, setting, loss, info.split, family, values, source, rank, order)
+        return Result(run, setting, loss, info.split, family, values, source, rank, order, facts)
 
     path = run / "metrics.json"
     if info.kind == "eval":

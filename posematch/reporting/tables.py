@@ -19,6 +19,7 @@ from posematch.reporting.results import (
     Loss,
     Result,
     Setting,
+    TablesError,
 )
 
 log = logging.getLogger("posematch.tables")
@@ -157,7 +158,55 @@ def data_title(title: str, family: str, split: str, datasets: Iterable[str]) -> 
     return f"{marked[0].upper()}{marked[1:]}; no {title} run"
 
 
-def paired_table(number: int, cells: dict[CellKey, Result]) -> Table:
+def mismatch(a: Result | None, b: Result | None, compared: Callable[[str], bool]) -> list[str]:
+    """The facts (``budget.*``, ``loss.*``) two results with numbers differ in, but for the
+    compared ones, each as ``key (a vs b)``; [] when either has no numbers."""
+    if a is None or b is None or a.values is None or b.values is None:
+        return []
+    keys = sorted(k for k in set(a.facts) | set(b.facts) if not compared(k))
+    return [
+        f"{k} ({a.facts.get(k, 'not recorded')} vs {b.facts.get(k, 'not recorded')})"
+        for k in keys
+        if a.facts.get(k) != b.facts.get(k)
+    ]
+
+
+def check_pair(
+    a: Result | None,
+    b: Result | None,
+    compared: Callable[[str], bool],
+    where: str,
+    accept_mixed: bool,
+    notes: list[str],
+) -> None:
+    """TablesError naming the runs and the differing facts when ``a`` and ``b`` were not trained
+    alike; with ``accept_mixed`` a warning and a note under the table instead."""
+    differ = mismatch(a, b, compared)
+    if not differ:
+        return
+    assert a is not None and b is not None
+    text = f"{where}: {a.run} and {b.run} differ in {', '.join(differ)}"
+    if not accept_mixed:
+        raise TablesError(
+            f"{text}; their numbers are not comparable (pass --accept-mixed to print them anyway, "
+            "marked under the table)"
+        )
+    log.warning("%s (printed: --accept-mixed)", text)
+    notes.append(f"Mixed budgets, accepted: {text}.")
+
+
+# Each loss's own recipe in a paired table: tuned per loss on val (equal tuning, not equal values).
+RECIPE = ("budget.activation", "budget.lr", "budget.schedule")
+
+
+def _loss_fact(key: str) -> bool:
+    """A paired table compares two recipes: the losses' options, the head that suits each and
+    each one's tuned lr and schedule differ; the budget (epochs, steps, batch, processes,
+    optimizer, warm-up) must not."""
+    return key.startswith("loss.") or key in RECIPE
+
+
+def paired_table(number: int, cells: dict[CellKey, Result], accept_mixed: bool = False) -> Table:
     """Table 1, 2 or 3: baseline, matching loss and gain per backbone and input size."""
     split, family, title = PAIRED[number]
     columns = COLUMNS[family]
@@ -165,10 +214,13 @@ def paired_table(number: int, cells: dict[CellKey, Result]) -> Table:
     # Only runs of the default losses make rows here; the other matching runs are ablations.
     settings |= {k[2] for k in cells if k[:2] == (split, family) and k[3] in (MSE, MATCHING)}
     groups = []
+    notes = [NOTE]
     for setting in sorted(settings, key=_setting_order(family)):
         label = [model_label(setting, family), size_label(setting.size)]
         base = cells.get((split, family, setting, MSE))
         ours = cells.get((split, family, setting, MATCHING))
+        where = f"Table {number}, {label[0]} {label[1]}, MSE vs matching"
+        check_pair(base, ours, _loss_fact, where, accept_mixed, notes)
         gains = [
             gain(a, b) for a, b in zip(_values(ours, columns), _values(base, columns), strict=True)
         ]
@@ -186,7 +238,6 @@ def paired_table(number: int, cells: dict[CellKey, Result]) -> Table:
         f"(sub-pixel demanders, {DEFAULT_MAX_ITERS} Sinkhorn iterations) and the gain "
         "(matching - baseline)."
     )
-    notes = [NOTE]
     if split == "test-dev":
         notes.append('Rows from posematch-eval metrics.json files on test-dev with "scored": true.')
     header = ["Backbone", "Input", "Loss", *columns]
@@ -200,7 +251,9 @@ ABLATIONS = {
 }
 
 
-def ablation_tables(number: int, cells: dict[CellKey, Result]) -> list[Table]:
+def ablation_tables(
+    number: int, cells: dict[CellKey, Result], accept_mixed: bool = False
+) -> list[Table]:
     """Table 4 or 5: one table per metric family, rows per value of the option."""
     option, title, (fixed, fixed_value), shown = ABLATIONS[number]
     default = getattr(MATCHING, option)
@@ -210,7 +263,8 @@ def ablation_tables(number: int, cells: dict[CellKey, Result]) -> list[Table]:
             by_group.setdefault((family, setting), {})[getattr(loss, option)] = r
     tables = []
     for family in ("coco", "mpii"):
-        groups = []
+        groups: list[list[Row]] = []
+        notes: list[str] = []
         found = [s for (f, s), runs in by_group.items() if f == family and set(runs) - {default}]
         for setting in sorted(found, key=_setting_order(family)):
             runs = by_group[(family, setting)]
@@ -218,6 +272,11 @@ def ablation_tables(number: int, cells: dict[CellKey, Result]) -> list[Table]:
             rows = []
             for value in _ablation_values(set(runs) | set(shown), shown):
                 r = runs.get(value)
+                where = f"Table {number}, {model_label(setting, family)}, loss.{option}={value}"
+                check_pair(
+                    runs.get(default), r, lambda k: k == f"loss.{option}", where, accept_mixed,
+                    notes,
+                )  # fmt: skip
                 values = _values(r, COLUMNS[family])
                 delta = gain(values[COLUMNS[family].index(PRIMARY[family])], reference)
                 name = f"{value} (default)" if value == default else str(value)
@@ -225,9 +284,9 @@ def ablation_tables(number: int, cells: dict[CellKey, Result]) -> list[Table]:
                 rows.append(Row(label, [*values, delta], r))
             groups.append(rows)
         if groups:
-            tables.append(
-                _ablation_table(number, family, groups, option, title, fixed, fixed_value)
-            )
+            table = _ablation_table(number, family, groups, option, title, fixed, fixed_value)
+            table.notes.extend(notes)
+            tables.append(table)
     return tables or [_ablation_table(number, "coco", [], option, title, fixed, fixed_value)]
 
 
@@ -261,8 +320,12 @@ def _ablation_table(
     return Table(number, caption, header, 3, groups, family, notes)
 
 
-def build_tables(numbers: Iterable[int], results: list[Result]) -> dict[int, list[Table]]:
-    """The requested tables from the collected results."""
+def build_tables(
+    numbers: Iterable[int], results: list[Result], accept_mixed: bool = False
+) -> dict[int, list[Table]]:
+    """The requested tables from the collected results; TablesError when a table would compare
+    runs trained differently in anything but the compared factor (``accept_mixed``: printed with
+    a note instead)."""
     cells = pick_cells(results)
     for r in cells.values():
         if r.loss.kind == "matching" and not (
@@ -270,5 +333,8 @@ def build_tables(numbers: Iterable[int], results: list[Result]) -> dict[int, lis
         ):
             log.warning("%s: changes both loss.demanders and loss.max_iters: in no table", r.run)
     return {
-        n: [paired_table(n, cells)] if n in PAIRED else ablation_tables(n, cells) for n in numbers
+        n: [paired_table(n, cells, accept_mixed)]
+        if n in PAIRED
+        else ablation_tables(n, cells, accept_mixed)
+        for n in numbers
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -438,3 +439,79 @@ def test_captions_say_what_data_the_rows_came_from(coco_runs, tmp_path, capsys):
     assert _caption(both, 1).startswith(
         "COCO val2017 and synthetic data (rows marked (synthetic), its val split), AP (%)"
     )
+
+
+def _recorded_run(path: Path, loss: dict, budget: dict, ap: float) -> Path:
+    """A run folder as posematch-train leaves it: run.json with its budget, one validation."""
+    from posematch.runinfo import RunInfo
+
+    path.mkdir(parents=True)
+    info = RunInfo(
+        kind="train", dataset="synthetic", split="val", model="hrnet_tiny",
+        input_size=(96, 128), loss=loss, boxes="gt", budget=budget, seed=0,
+    )  # fmt: skip
+    info.write(path)
+    values = (ap, 0.9, 0.8, 0.7, 0.8, 0.75)
+    (path / "metrics.jsonl").write_text(json.dumps(val_record(3, values)) + "\n")
+    return path
+
+
+DEMO_BUDGET = {
+    "epochs": 3, "steps_per_epoch": None, "batch_size": 32, "processes": 1, "optimizer": "Adam",
+    "lr": 0.002, "schedule": {"name": "MultiStepLR", "milestones": [2]}, "warmup_iters": 50,
+    "activation": "none",
+}  # fmt: skip
+MATCHING_LOSS = {
+    "kind": "matching", "target": "posematch.losses.sinkhorn.SinkhornMatchingLoss",
+    "demanders": "subpixel", "max_iters": 1000, "reg": 1.0, "tol": 1e-9, "pixel_size": 4.0,
+}  # fmt: skip
+
+
+def test_a_table_refuses_to_pair_runs_of_other_budgets(tmp_path, capsys):
+    root = tmp_path / "runs"
+    _recorded_run(root / "mse", {"kind": "mse", "target": "x.JointsMSELoss"}, DEMO_BUDGET, 0.836)
+    sweep_budget = {**DEMO_BUDGET, "epochs": 1, "steps_per_epoch": 5, "activation": "softplus"}
+    _recorded_run(root / "sweep" / "0", MATCHING_LOSS, sweep_budget, 0.05)
+    # The fault: a 5-step sweep run was paired with the 3-epoch MSE run: Gain -83.8, a warning.
+    code, out, err = run_main([root, "--table", "1", "--out", tmp_path / "t"], capsys)
+    assert code == 1 and out == ""
+    assert "Table 1, hrnet_tiny (synthetic) 128x96, MSE vs matching" in err
+    assert "budget.epochs (3 vs 1), budget.steps_per_epoch (None vs 5)" in err
+    assert (
+        "budget.activation" not in err
+    )  # each loss with its own head: part of the compared recipe
+
+    code, out, err = run_main(
+        [root, "--table", "1", "--accept-mixed", "--out", tmp_path / "t"], capsys
+    )
+    assert code == 0 and "Mixed budgets, accepted" in out and "-78.6" in out
+
+    # Same budget, different loss: the pair is what the table is for.
+    _recorded_run(root / "ours", MATCHING_LOSS, {**DEMO_BUDGET, "activation": "softplus"}, 0.686)
+    (root / "sweep" / "0" / "run.json").unlink()
+    (root / "sweep" / "0" / "metrics.jsonl").unlink()
+    code, out, _ = run_main([root, "--table", "1", "--out", tmp_path / "t"], capsys)
+    assert code == 0 and "| Gain | -15.0 |" in out.replace("hrnet_tiny (synthetic) | 128x96 ", "")
+
+
+def test_an_ablation_row_must_agree_with_the_default_row_but_for_its_option(tmp_path, capsys):
+    root = tmp_path / "runs"
+    _recorded_run(root / "default", MATCHING_LOSS, DEMO_BUDGET, 0.686)
+    # The fault: the "1000 (default)" row ran with the default tolerance (27 iterations on
+    # average), the sweep rows with tol=0 (exactly max_iters).
+    _recorded_run(root / "it500", {**MATCHING_LOSS, "max_iters": 500, "tol": 0.0}, DEMO_BUDGET, 0.6)
+    code, _, err = run_main([root, "--table", "5", "--out", tmp_path / "t"], capsys)
+    assert code == 1 and "loss.max_iters=500" in err and "loss.tol (1e-09 vs 0.0)" in err
+    _recorded_run(root / "it1000", {**MATCHING_LOSS, "tol": 0.0}, DEMO_BUDGET, 0.69)
+    shutil.rmtree(root / "default")
+    code, out, _ = run_main([root, "--table", "5", "--out", tmp_path / "t"], capsys)
+    assert code == 0 and "1000 (default)" in out
+
+
+def test_each_loss_keeps_its_own_tuned_lr_in_a_paired_table(tmp_path, capsys):
+    root = tmp_path / "runs"
+    _recorded_run(root / "mse", {"kind": "mse", "target": "x.JointsMSELoss"}, DEMO_BUDGET, 0.836)
+    tuned = {**DEMO_BUDGET, "lr": 0.004, "schedule": {"name": "MultiStepLR", "gamma": 1.0}}
+    _recorded_run(root / "ours", MATCHING_LOSS, {**tuned, "activation": "softplus"}, 0.686)
+    code, out, _ = run_main([root, "--table", "1", "--out", tmp_path / "t"], capsys)
+    assert code == 0 and "-15.0" in out
