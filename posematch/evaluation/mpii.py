@@ -19,6 +19,7 @@ Protocol (Andriluka et al. 2014; HRNet ``lib/dataset/mpii.py`` ``evaluate``):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -167,11 +168,57 @@ def pckh(
     return out
 
 
+def check_record_order(ann_file: str, gt: MpiiGroundTruth, tol: float = 1.0) -> None:
+    """ValueError when the records of ``ann_file`` (the split's json) are not the instances of
+    ``gt_valid.mat`` in its order: predictions are scored by position, so a reordered json with
+    the same count scored perfect predictions Mean PCKh 0.0. Record i's labelled joints (1-based,
+    as the json stores them) must lie within ``tol`` px of ``pos_gt_src[:, :, i]``; a few records
+    that differ (at most 1%) are reported as a warning, more are an error naming the first."""
+    try:
+        with open(ann_file) as f:
+            records = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"ann_file={ann_file}: unreadable ({err})") from err
+    if not isinstance(records, list) or len(records) != gt.num_instances:
+        count = len(records) if isinstance(records, list) else "no list of"
+        raise ValueError(
+            f"ann_file={ann_file}: {count} records, but gt_valid.mat holds {gt.num_instances} "
+            "instances: the json and the ground truth must describe the same split"
+        )
+    differ = []
+    for i, rec in enumerate(records):
+        try:
+            joints = np.asarray(rec["joints"], dtype=np.float64).reshape(-1, 2)
+            labelled = np.asarray(rec["joints_vis"]).reshape(-1) > 0
+        except (KeyError, TypeError, ValueError):
+            continue  # the data loader names malformed records
+        if joints.shape[0] != gt.pos_gt_src.shape[0]:
+            continue
+        both = labelled & (gt.jnt_missing[:, i] == 0)
+        if both.any():
+            gap = np.abs(joints[both] - gt.pos_gt_src[both, :, i]).max()
+            if not gap <= tol:
+                differ.append((i, float(gap)))
+    if not differ:
+        return
+    first, gap = differ[0]
+    text = (
+        f"ann_file={ann_file}: {len(differ)} of {len(records)} records do not match gt_valid.mat "
+        f"in its order (first: record {first}, joints {gap:.1f} px from pos_gt_src[:, :, {first}])"
+    )
+    if len(differ) > 0.01 * len(records):
+        raise ValueError(f"{text}: the json must list the ground truth's instances in its order")
+    log.warning("%s", text)
+
+
 class MpiiPCKhEvaluator:
     """Accumulates MPII predictions and scores them with the official PCKh protocol.
 
     Args:
         gt_file: ``annot/gt_valid.mat``; ``None`` for the test split (pred.mat only, no score).
+        ann_file: the split's json (``annot/valid.json``), whose record i is scored against
+            instance i of ``gt_file``: checked to list the same instances in the same order
+            (``check_record_order``); None skips the check.
         output_dir: where ``pred.mat`` (``preds``: (N, 16, 2), 1-based pixels, official layout)
             is written; ``None`` writes nothing.
         threshold: PCKh threshold in head sizes (official 0.5, inclusive).
@@ -188,8 +235,11 @@ class MpiiPCKhEvaluator:
         low_threshold: float = 0.1,
         head_size_factor: float = 0.6,
         pred_name: str = "pred.mat",
+        ann_file: str | None = None,
     ) -> None:
         self.gt = load_gt_valid(gt_file) if gt_file is not None else None
+        if self.gt is not None and ann_file is not None:
+            check_record_order(ann_file, self.gt)
         self.gt_file = gt_file
         self.output_dir = output_dir
         self.threshold = threshold

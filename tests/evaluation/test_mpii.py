@@ -157,3 +157,17 @@ def test_bad_inputs_name_the_file_and_field(tmp_path):
         ev.evaluate()
     with pytest.raises(ValueError, match="keypoints has shape"):
         ev.add([0], np.zeros((1, 17, 2)))
+
+
+def test_a_json_in_another_order_than_gt_valid_is_refused(tmp_path):
+    gt = write_gt(tmp_path / "gt_valid.mat")
+    MpiiPCKhEvaluator(gt, str(tmp_path / "out"), ann_file=str(ANN))  # the same order: accepted
+    records = json.loads(ANN.read_text())
+    shuffled = tmp_path / "valid.json"
+    shuffled.write_text(json.dumps(records[::-1]))
+    # The fault: the same count in another order scored perfect predictions Mean PCKh 0.0.
+    with pytest.raises(ValueError, match=r"valid\.json: 4 of 5 records do not match gt_valid\.mat"):
+        MpiiPCKhEvaluator(gt, str(tmp_path / "out"), ann_file=str(shuffled))
+    shuffled.write_text(json.dumps(records[:4]))
+    with pytest.raises(ValueError, match=r"4 records, but gt_valid\.mat holds 5 instances"):
+        MpiiPCKhEvaluator(gt, str(tmp_path / "out"), ann_file=str(shuffled))
