@@ -6,16 +6,22 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lint format test test-slow bench gpu-check demo clean
+.PHONY: install constraints lint format test test-slow bench gpu-check demo clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every library to the versions the README's numbers were measured with.
+$(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23.2"
-	$(PY) -m pip install -e ".[dev,export,fast,imagenet]"
+	$(PY) -m pip install -c constraints.txt -e ".[dev,export,fast,imagenet]"
 	$(PY) -m posematch.losses.fused  # the loss's C++ CPU solve, built once (~10-25 s)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# After a deliberate upgrade: pin what .venv now holds (local version tags dropped).
+constraints: $(STAMP)
+	{ head -2 constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/+[a-z0-9.]*$$//'; } > constraints.new
+	mv constraints.new constraints.txt
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check posematch tests scripts
