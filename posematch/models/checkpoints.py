@@ -388,7 +388,7 @@ def load_pretrained_backbone(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"model.pretrained: ImageNet file not found: {path}. Put the file there (README, "
+            f"model.pretrained: ImageNet file not found: {path}. Put the file there (docs/data.md, "
             "'Data and weights set-up'; posematch-check-data lists what a run needs), point "
             "model.pretrained= at it, or train from scratch with model.pretrained=none. "
             "Nothing is downloaded."
