@@ -4,6 +4,7 @@ its layers and leaves are read from the file and from pyproject.toml and must be
 from __future__ import annotations
 
 import re
+
 import tomllib
 
 from tests.conftest import REPO

@@ -75,8 +75,10 @@ def test_every_readme_command_composes(line):
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose(CONFIGS[words[0]], overrides=overrides)
     assert cfg is not None
-    if words[0] == "posematch-train" and "loss" in cfg and "SinkhornMatchingLoss" in str(
-        cfg.loss.get("_target_")
+    if (
+        words[0] == "posematch-train"
+        and "loss" in cfg
+        and "SinkhornMatchingLoss" in str(cfg.loss.get("_target_"))
     ):
         # The README's matching-loss commands are recipes that train: not the relu head that dies.
         assert cfg.model.head.activation != "none", line

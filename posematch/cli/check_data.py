@@ -105,7 +105,9 @@ def run(cfg: DictConfig) -> int:
         print(item.line())
     missing = [i for i in items if not i.present]
     if missing:
-        print(f"{len(missing)} of {len(items)} missing: see docs/data.md, 'Data and weights set-up'")
+        print(
+            f"{len(missing)} of {len(items)} missing: see docs/data.md, 'Data and weights set-up'"
+        )
         return 1
     print(f"all {len(items)} present")
     return 0

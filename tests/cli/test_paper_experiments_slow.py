@@ -1,6 +1,6 @@
 """Every paper experiment (COCO and MPII rows) the way a reproduction runs it, minus the data size.
 
-The documented tree (README, "Data and weights set-up") is laid out under a scratch folder with the
+The documented tree (docs/data.md, "Data and weights set-up") is laid out under a scratch folder with the
 real samples of ../shared/data in place of COCO and MPII, and a stand-in ImageNet file of the
 official layout under ``data/pretrained/`` (random values, the real key names and shapes: the
 official HRNet classification file, torchvision's ResNet-152, HRFormer's ``{"model": ...}`` file with
