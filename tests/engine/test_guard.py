@@ -111,3 +111,25 @@ def test_healthy_runs_are_never_stopped_and_record_the_share(tmp_path):
 def test_bad_guard_settings_name_the_option(option, value):
     with pytest.raises(ValueError, match=f"trainer.{option}"):
         TrainerSettings(**{option: value})
+
+
+def test_under_ddp_every_rank_stops_at_the_same_step(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = synthetic_set(tmp_path / "synthetic")  # generated once, before the workers start
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    worker = Path(__file__).with_name("ddp_guard_worker.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(worker), str(data), str(run_dir)]  # fmt: skip
+    # A rank that stopped alone would leave the other waiting in a collective: the timeout fails it.
+    proc = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    messages = [(run_dir / f"stopped_rank{r}.txt").read_text() for r in (0, 1)]
+    assert messages[0] == messages[1]  # the share is averaged over ranks: one verdict, one step
+    assert "since step 1" in messages[0]
+    assert not (run_dir / "best.pth").exists()
