@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check posematch tests scripts
 	$(VENV)/bin/ruff format --check posematch tests scripts
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix posematch tests scripts

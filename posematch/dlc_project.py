@@ -110,6 +110,7 @@ def read_config(root: str) -> dict:
 
 def config_bodyparts(cfg: dict, path: str) -> tuple[str, ...] | None:
     """The joint order of a config.yaml dict, or None when it names none."""
+    parts: object  # whatever the YAML holds; checked below
     if cfg.get("multianimalproject"):
         parts = list(cfg.get("multianimalbodyparts") or []) + list(cfg.get("uniquebodyparts") or [])
     else:

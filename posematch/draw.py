@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import cv2
 import numpy as np
@@ -77,7 +78,8 @@ def draw_pose(
         anchor = p1
     shown = np.isfinite(keypoints).all(1) & (scores >= vis_thr)
     if anchor is None and shown.any():
-        anchor = tuple(int(v) for v in np.rint(keypoints[shown].min(0)))
+        # keypoints is (K, 2): the corner has two coordinates.
+        anchor = cast(tuple[int, int], tuple(int(v) for v in np.rint(keypoints[shown].min(0))))
     if label is not None and anchor is not None:
         draw_tag(image, label, anchor, t)
     # Integer pixel centres; far-off points are clipped so cv2's int arithmetic cannot overflow.
@@ -114,7 +116,7 @@ PEAK_MARK = (255, 255, 255)  # white: the prediction's maximum
 
 
 def _heatmap_pixel_to_tile(
-    xy: np.ndarray, heatmap_wh: tuple[int, int], tile_wh: tuple[int, int]
+    xy: np.ndarray | Sequence[float], heatmap_wh: tuple[int, int], tile_wh: tuple[int, int]
 ) -> np.ndarray:
     """Heatmap pixel coordinates (centre of pixel j at x=j) -> tile pixel coordinates."""
     scale = np.array(tile_wh, dtype=np.float64) / np.array(heatmap_wh, dtype=np.float64)

@@ -78,6 +78,7 @@ def export_onnx(
             opset_version=opset,
             verbose=False,
         )
+    assert program is not None  # dynamo=True returns the ONNXProgram
     program.save(str(path))
     return path
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,9 @@ def spec(
     return KeypointSpec(
         name=name,
         names=tuple(names),
-        flip_pairs=tuple(tuple(int(j) for j in p) for p in flip_pairs),
+        # The pairs' lengths are KeypointSpec.__post_init__'s to check.
+        flip_pairs=tuple(cast(tuple[int, int], tuple(int(j) for j in p)) for p in flip_pairs),
         sigmas=tuple(float(s) for s in sigmas),
-        skeleton=tuple(tuple(int(j) for j in p) for p in skeleton),
+        skeleton=tuple(cast(tuple[int, int], tuple(int(j) for j in p)) for p in skeleton),
         upper_body=tuple(int(j) for j in upper_body),
     )

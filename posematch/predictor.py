@@ -24,7 +24,7 @@ import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -117,7 +117,8 @@ def saved_config(run_dir: str | Path, trust: bool = False) -> DictConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no saved config; is {run_dir} a posematch-train run?")
     try:
-        cfg = OmegaConf.load(path)
+        # A mapping: Hydra saves the composed config there.
+        cfg = cast(DictConfig, OmegaConf.load(path))
     except Exception as err:  # YAML parser errors: name the file
         raise ValueError(f"{path}: unreadable saved config ({err})") from err
     if not trust:
@@ -170,7 +171,8 @@ def checkpoint_config(path: str | Path, trust: bool = False) -> DictConfig | Non
     state = checkpoint.load(path)
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
         return None
-    cfg = OmegaConf.create(state["config"])
+    config: dict[str, Any] = state["config"]  # a dict, checked above
+    cfg = OmegaConf.create(config)
     if not trust:
         bad = untrusted_targets(OmegaConf.to_container(cfg, resolve=False))
         if bad:

@@ -87,12 +87,14 @@ class Loss(Protocol):
 class Geometry(Protocol):
     """A codec's map between input-crop pixels and heatmap pixels (``posematch.codecs.geometry``).
 
-    input_size, heatmap_size: (width, height) pixels; udp: the UDP convention instead of x / stride.
+    input_size, heatmap_size: (width, height) pixels; udp: the UDP convention instead of x / stride;
+    scale: (x, y) heatmap pixels per input pixel.
     """
 
     input_size: tuple[int, int]
     heatmap_size: tuple[int, int]
     udp: bool
+    scale: tuple[float, float]
 
     def to_heatmap(self, keypoints: torch.Tensor) -> torch.Tensor: ...
 

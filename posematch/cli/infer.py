@@ -234,6 +234,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise OSError(f"input={paths[0]}: cannot open the video")
         frames: Iterable[Frame] = video_frames(capture)
     elif kind == "camera":
+        assert camera is not None  # the kind is "camera" when input= names one
         capture = cv2.VideoCapture(camera)
         if not capture.isOpened():
             raise OSError(f"input={camera}: cannot open camera {camera}")
@@ -268,6 +269,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           label=f"{scores[i]:.2f}")  # fmt: skip
             if kind in ("video", "camera"):
                 if writer is None:
+                    assert capture is not None  # opened above for a video or a camera
                     vis_path = vis_dir / stream
                     writer = open_writer(vis_path, capture, canvas.shape)
                 writer.write(canvas)
@@ -337,7 +339,7 @@ def open_writer(path: Path, capture: cv2.VideoCapture, shape: tuple[int, ...]) -
     """A video writer at the input's frame rate (25 when unknown), codec by container."""
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if fps > 0 else 25.0  # also when NaN
-    fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[path.suffix.lower()])
+    fourcc = cv2.VideoWriter.fourcc(*VIDEO_FOURCC[path.suffix.lower()])
     writer = cv2.VideoWriter(str(path), fourcc, fps, (shape[1], shape[0]))
     if not writer.isOpened():
         raise OSError(f"{path}: cannot open a video writer ({VIDEO_FOURCC[path.suffix.lower()]})")

@@ -143,6 +143,7 @@ def load_detector(cfg: DictConfig, device: torch.device) -> Detector | None:
         raise ValueError(f"detector={mode!r}: expected auto, none or torchvision")
     if mode == "none":
         return None
+    weights: Path | None
     if cfg.detector_weights:
         weights = Path(cfg.detector_weights)
         if not weights.is_file():

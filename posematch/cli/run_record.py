@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -71,11 +71,12 @@ def check_resume(
     record = run_dir / "config.yaml"
     if not record.is_file():
         raise ValueError(f"{record}: missing, so resuming cannot check what the run was")
+    # Both are mappings: config.yaml is write_record's dump of a DictConfig.
     try:
-        saved = OmegaConf.to_container(OmegaConf.load(record))
+        saved = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(record)))
     except Exception as err:  # a YAML parser error: name the file
         raise ValueError(f"{record}: unreadable run record ({err})") from err
-    current = OmegaConf.to_container(cfg, resolve=True)
+    current = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     saved = _moved(saved, str(saved.get("run_dir", "")), str(run_dir))
     current = _moved(current, str(current.get("run_dir", "")), str(run_dir))
     changed = [
@@ -121,11 +122,12 @@ def _listing(keys: list[str]) -> str:
 
 def _at(config: dict[str, Any], dotted: str) -> Any:
     """The value at a dotted key of a plain nested dict (None when absent)."""
+    value: Any = config
     for part in dotted.split("."):
-        if not isinstance(config, dict):
+        if not isinstance(value, dict):
             return None
-        config = config.get(part)
-    return config
+        value = value.get(part)
+    return value
 
 
 def _moved(value: Any, old: str, new: str) -> Any:
@@ -162,7 +164,8 @@ def loss_facts(loss_cfg: Any) -> dict[str, Any] | None:
     from hydra.utils import instantiate
 
     loss = instantiate(loss_cfg)
-    kind = {"heatmaps": "mse", "dots": "matching"}.get(getattr(loss, "target_kind", None))
+    target_kind: Any = getattr(loss, "target_kind", None)
+    kind = {"heatmaps": "mse", "dots": "matching"}.get(target_kind)
     if kind is None:
         return None
     if kind == "matching" and not hasattr(loss, "demanders"):  # same targets, no transport
@@ -248,7 +251,8 @@ def run_info(
         split=split_of(data),
         boxes=str(data.val.boxes) if data.val.get("boxes") is not None else None,
         model=model or model_name(cfg),
-        input_size=tuple(int(v) for v in data.input_size),
+        # RunInfo checks that there are two.
+        input_size=cast(tuple[int, int], tuple(int(v) for v in data.input_size)),
         loss=loss_facts(cfg.get("loss") if loss_cfg is None else loss_cfg),
         codec={"target": str(codec._target_), "decoder": str(codec.get("decoder", ""))},
         seed=int(cfg.trainer.seed) if kind == "train" and "trainer" in cfg else None,

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import torch
@@ -85,7 +85,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 def describe(cfg: DictConfig) -> dict[str, Any]:
     """What a checkpoint needs to be used alone: the resolved model and codec configs and the
     parts of the data config that shape the input (plain values, ``weights_only``-loadable)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # cfg: a mapping
     data = resolved["data"]
     keep = ("input_size", "heatmap_size", "num_keypoints", "spec")
     return {

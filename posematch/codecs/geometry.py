@@ -9,10 +9,12 @@ Both use the pixel-centre convention (pixel (row i, col j) has its centre at (x=
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 
-def _check_size(name: str, size: tuple[int, int]) -> tuple[int, int]:
+def _check_size(name: str, size: tuple[int, ...]) -> tuple[int, int]:
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
         raise ValueError(f"{name}={size!r}: expected two positive integers (width, height)")
     return int(size[0]), int(size[1])
@@ -33,15 +35,21 @@ class HeatmapGeometry:
         self.input_size = _check_size("input_size", tuple(input_size))
         self.heatmap_size = _check_size("heatmap_size", tuple(heatmap_size))
         self.udp = udp
+        self.scale: tuple[float, float]  # (x, y): one factor per entry of the two sizes
         if udp:
             if min(self.input_size) < 2 or min(self.heatmap_size) < 2:
                 raise ValueError("udp=True needs input_size and heatmap_size of at least 2 pixels")
-            self.scale = tuple(
-                (h - 1) / (i - 1) for i, h in zip(self.input_size, self.heatmap_size, strict=True)
+            self.scale = cast(
+                tuple[float, float],
+                tuple(
+                    (h - 1) / (i - 1)
+                    for i, h in zip(self.input_size, self.heatmap_size, strict=True)
+                ),
             )
         else:
-            self.scale = tuple(
-                h / i for i, h in zip(self.input_size, self.heatmap_size, strict=True)
+            self.scale = cast(
+                tuple[float, float],
+                tuple(h / i for i, h in zip(self.input_size, self.heatmap_size, strict=True)),
             )
 
     def to_heatmap(self, keypoints: torch.Tensor) -> torch.Tensor:

@@ -179,7 +179,8 @@ def det_instances(
     if not isinstance(dets, list):
         raise BadRecordError(f"{det_file}: expected a JSON list of detections")
     k = spec.num_keypoints
-    instances, bad = [], []
+    instances: list[Instance] = []
+    bad: list[str] = []
     for i, det in enumerate(dets):
         record = f"{det_file} detection #{i}"
         try:
@@ -268,6 +269,7 @@ class CocoKeypoints(TopDownDataset):
         if bad:
             log.warning("%s: skipped %d malformed records", det_file or ann_file, len(bad))
         if not instances and boxes == "det":
+            assert det_file is not None  # required above
             raise BadRecordError(
                 f"data.det_file={det_file}: no usable person detection (of {_count(det_file)} "
                 f"records, none is a person box with score >= det_score_thr={det_score_thr} on an "

@@ -10,8 +10,8 @@ non-flipped heatmaps (``posematch.evaluation.diagnosis.heatmap_health``): ``dead
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Sequence, Sized
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ def collect_predictions(
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=dist.ShardSampler(len(dataset)),
+        sampler=dist.ShardSampler(len(cast(Sized, dataset))),  # a map-style dataset
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         worker_init_fn=ignore_stop_signals,  # a preempted run finishes its validation
@@ -56,7 +56,7 @@ def collect_predictions(
         return None
     merged = Predictions.concatenate(gathered)
     merged = merged.take(np.argsort(merged.index, kind="stable"))
-    if not np.array_equal(merged.index, np.arange(len(dataset))):
+    if not np.array_equal(merged.index, np.arange(len(cast(Sized, dataset)))):
         raise RuntimeError("evaluation shards do not cover the dataset exactly once")
     return merged
 
@@ -87,7 +87,7 @@ def evaluate(
         return None
     evaluator.reset()
     evaluator.process(merged)
-    metrics = evaluator.evaluate()
+    metrics: dict[str, Any] = evaluator.evaluate()
     # Counted from the gathered rows, so images skipped on every rank are in the count.
     unreadable = int((~merged.valid.astype(bool)).sum())
     malformed = len(dataset.bad_records) if isinstance(dataset, TopDownDataset) else 0

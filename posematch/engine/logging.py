@@ -90,8 +90,13 @@ class RunLogger:
         """Image panel of one sample: its predicted heatmaps over its crop against the ground
         truth, one tile per joint with its name (``posematch.draw.heatmap_panel``)."""
         if self.writer is not None:
+            arrays = (t.detach().float().cpu().numpy() for t in (image, heatmaps, target, weight))
+            image_np, heatmaps_np, target_np, weight_np = arrays
             panel = heatmap_panel(
-                *(t.detach().float().cpu().numpy() for t in (image, heatmaps, target, weight)),
+                image_np,
+                heatmaps_np,
+                target_np,
+                weight_np,
                 names=self.joint_names,
                 rgb=self.rgb,
             )
@@ -104,6 +109,7 @@ class RunLogger:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         epoch = record["epoch"]
+        assert self.writer is not None  # made with enabled
         for key, value in record.items():
             if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 tag = key if "/" in key else f"train/{key}"

@@ -29,12 +29,12 @@ import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LinearLR, LRScheduler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from posematch.data.topdown import TopDownDataset
@@ -85,7 +85,7 @@ def stop_workers(loader: DataLoader) -> None:
 
 def train_loader(dataset: Dataset, settings: TrainerSettings, device: torch.device) -> DataLoader:
     """Shuffled by (seed, epoch) identically on every rank; each rank takes its share."""
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[int] = DistributedSampler(
         dataset,
         num_replicas=dist.world_size(),
         rank=dist.rank(),
@@ -119,7 +119,7 @@ def train_one_epoch(
     logger: RunLogger,
     flag: StopFlag | None = None,
     partial: dict[str, Any] | None = None,
-    warmup: LRScheduler | None = None,
+    warmup: LinearLR | None = None,
 ) -> tuple[float, int, dict[str, float]] | dict[str, Any]:
     """One epoch; returns the mean loss over all ranks, the new global step and extra stats; or,
     when ``flag`` caught a signal, the epoch's partial state (``batch``, ``total``, ``stats_sum``,
@@ -127,13 +127,15 @@ def train_one_epoch(
     ``warmup``: a per-step scheduler (``posematch.engine.optim.warmup``), stepped after each
     optimizer step until its ``total_iters``."""
     model.train()
-    loader.sampler.set_epoch(epoch)
-    loader.dataset.set_epoch(epoch)
+    # A loader of train_loader: its sampler and dataset.
+    sampler = cast(_ResumableSampler, loader.sampler)
+    sampler.set_epoch(epoch)
+    cast(TopDownDataset, loader.dataset).set_epoch(epoch)
     amp_dtype = AMP_DTYPES[settings.amp]
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
     stats_sum: dict[str, float] = {}  # the loss's statistics, summed over this rank's steps
     start = 0
-    steps = len(loader.sampler.sampler) // settings.batch_size  # drop_last; whole epoch
+    steps = len(sampler.sampler) // settings.batch_size  # drop_last; whole epoch
     if partial is not None:
         start, stats_sum = partial["batch"], dict(partial.get("stats_sum") or {})
         if "iters_sum" in partial:  # a mid-epoch checkpoint written before stats_sum existed
@@ -142,7 +144,7 @@ def train_one_epoch(
         # all-reduce counts it once.
         if dist.is_main():
             total = partial["total"].to(device=device, dtype=total.dtype)
-        loader.sampler.skip = start * settings.batch_size
+        sampler.skip = start * settings.batch_size
     if settings.max_steps_per_epoch is not None:
         steps = min(steps, settings.max_steps_per_epoch)
     progress = logger.progress(steps, f"epoch {epoch + 1}")
@@ -396,7 +398,7 @@ def fit(
     }
 
 
-def _resume_warmup(warmup_sched: LRScheduler, state: dict[str, Any], step: int) -> None:
+def _resume_warmup(warmup_sched: LinearLR, state: dict[str, Any], step: int) -> None:
     """The warm-up's position from a resume state. A checkpoint from before the warm-up was a torch
     scheduler holds the un-warmed rate and no ``warmup`` entry: replay the warm-up's ``step``
     steps on that rate (the same factors as the old hand-written warm-up)."""

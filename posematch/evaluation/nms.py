@@ -45,7 +45,7 @@ def _inv_two_sigmas(sigmas: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
 def _oks_scaled(
     xg: np.ndarray,
     yg: np.ndarray,
-    a_g: np.ndarray,
+    a_g: np.ndarray | float,
     xd: np.ndarray,
     yd: np.ndarray,
     a_d: np.ndarray,

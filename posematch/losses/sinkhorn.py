@@ -57,7 +57,7 @@ from torch import nn
 from posematch.demanders import check_mode, make_demanders
 from posematch.losses.suppliers import suppliers_from_heatmaps
 from posematch.losses.threads import THREADS, intra_op_threads
-from posematch.losses.transport import MatchingCost
+from posematch.losses.transport import CostInfo, MatchingCost
 from posematch.types import LossOutput
 
 FLOAT32_TOL_FLOOR = 1e-5
@@ -161,7 +161,7 @@ def sinkhorn_matching_loss(
         masses = torch.where(masses > torch.finfo(dtype).tiny, masses, 0.0)
 
         a = suppliers_from_heatmaps(heatmaps, dead_grad, threads).reshape(bsz * k, h * w)
-        info: dict[str, int | None] = {"threads": threads}  # MatchingCost's backward uses them too
+        info: CostInfo = {"threads": threads}  # MatchingCost's backward uses them too
         # Solved in heatmap pixels: the plan depends on reg / pixel_size only (module docstring).
         value = MatchingCost.apply(
             a,
@@ -176,6 +176,7 @@ def sinkhorn_matching_loss(
         value = torch.where(used, value.reshape(bsz, k) * (weights * pixel_size), 0.0)
     if policy is not None:  # work: the (P, M, N) passes, ~2 per scaling and ~6 around them
         work = bsz * k * masses.shape[-1] * h * w
+        assert threads is not None  # the policy's pick
         policy.record(threads, time.perf_counter() - start, work * (2 * info["iters"] + 6))
 
     if reduction == "sum":

@@ -13,12 +13,20 @@ from torch.autograd.function import FunctionCtx
 from posematch.losses.threads import intra_op_threads
 
 
+class _SuppliersCtx(FunctionCtx):
+    """Autograd's ctx as ``_Suppliers`` uses it (annotations only; autograd makes the object)."""
+
+    saved_tensors: tuple[torch.Tensor, ...]
+    dead_grad: float
+    threads: int | None
+
+
 class _Suppliers(torch.autograd.Function):
     """(P, N) heatmaps -> (P, N) suppliers; the backward on the caller's thread count."""
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, flat_h: torch.Tensor, dead_grad: float, threads: int | None
+        ctx: _SuppliersCtx, flat_h: torch.Tensor, dead_grad: float, threads: int | None
     ) -> torch.Tensor:
         flat = flat_h.clamp_min(0)
         # Dividing by the maximum first keeps the sum finite for huge logits.
@@ -37,7 +45,7 @@ class _Suppliers(torch.autograd.Function):
         return a
 
     @staticmethod
-    def backward(ctx: FunctionCtx, grad_a: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: _SuppliersCtx, grad_a: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         flat_h, a, inv_mass, alive = ctx.saved_tensors
         with intra_op_threads(ctx.threads):
             # Live heatmaps: relu's slope (1 above zero, ``dead_grad`` at or below) times the

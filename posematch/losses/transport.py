@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TypedDict
 
 import torch
 from torch.autograd.function import FunctionCtx
@@ -234,6 +235,21 @@ def _multipliers(
     return torch.where(active, lam.to(q.dtype), 0.0)
 
 
+class CostInfo(TypedDict, total=False):
+    """``MatchingCost``'s ``info``: ``threads`` in (the caller's), ``iters`` out (scalings run)."""
+
+    threads: int | None
+    iters: int
+
+
+class _MatchingCostCtx(FunctionCtx):
+    """Autograd's ctx as ``MatchingCost`` uses it (annotations only; autograd makes the object)."""
+
+    saved_tensors: tuple[torch.Tensor, ...]
+    needs_input_grad: tuple[bool, ...]
+    threads: int | None
+
+
 class MatchingCost(torch.autograd.Function):
     """<C, P> for batched problems, with the gradient w.r.t. the suppliers at the fixed point.
 
@@ -243,7 +259,7 @@ class MatchingCost(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx,
+        ctx: _MatchingCostCtx,
         a: torch.Tensor,
         positions: torch.Tensor,
         b: torch.Tensor,
@@ -251,7 +267,7 @@ class MatchingCost(torch.autograd.Function):
         reg: float,
         max_iters: int,
         tol: float,
-        info: dict[str, int | None],
+        info: CostInfo,
     ) -> torch.Tensor:
         ctx.threads = info.get("threads")  # the caller's choice (None: the process's count)
         need_grad = bool(ctx.needs_input_grad[0])
@@ -266,7 +282,9 @@ class MatchingCost(torch.autograd.Function):
         return value[:problems]
 
     @staticmethod
-    def backward(ctx: FunctionCtx, grad_value: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(
+        ctx: _MatchingCostCtx, grad_value: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
         (grad,) = ctx.saved_tensors
         with intra_op_threads(ctx.threads):
             grad_a = grad * grad_value.unsqueeze(-1)

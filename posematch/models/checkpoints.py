@@ -31,9 +31,10 @@ import importlib.util
 import logging
 import pickle
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,9 +87,12 @@ class LoadReport:
         return "; ".join(parts) or "exact match"
 
 
-def _numpy_safe_globals() -> list[object]:
+def _numpy_safe_globals() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
     """numpy array/scalar reconstructors: mmpose stores dataset metadata as numpy arrays."""
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    if hasattr(np, "_core"):
+        multiarray = np._core.multiarray
+    else:  # numpy < 2, whose np.core.multiarray numpy 2's stubs no longer declare
+        multiarray = np.core.multiarray  # type: ignore[attr-defined]
     dtypes = [type(np.dtype(t)) for t in (np.float32, np.float64, np.int32, np.int64, np.bool_)]
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
 
@@ -149,6 +153,7 @@ def read_checkpoint(path: str | Path, key: str | None = None) -> dict[str, torch
             if isinstance(obj.get(candidate), Mapping):
                 obj = obj[candidate]
                 break
+    assert isinstance(obj, Mapping)  # the file, or a Mapping found in it
     state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise ValueError(f"{path}: no tensors found (top-level keys: {sorted(obj)[:10]})")

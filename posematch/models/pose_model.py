@@ -52,6 +52,9 @@ class TopDownModel(nn.Module):
     official and mmpose checkpoints onto them.
     """
 
+    mean: torch.Tensor  # buffers
+    inv_std: torch.Tensor
+
     def __init__(
         self,
         backbone: nn.Module,

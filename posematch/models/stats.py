@@ -14,6 +14,7 @@ A model built on the meta device is counted without memory or arithmetic.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -38,8 +39,8 @@ def count_macs(model: nn.Module, height: int, width: int, true_macs: bool = Fals
             total += output.numel() * module.in_features
         elif true_macs and isinstance(module, nn.ConvTranspose2d | nn.ConvTranspose1d):
             total += module.weight.numel() * math.prod(inputs[0].shape[2:])
-        else:
-            total += module.weight.numel() * math.prod(output.shape[2:])
+        else:  # a conv of `convs`: its weight is a parameter, not a submodule
+            total += cast(torch.Tensor, module.weight).numel() * math.prod(output.shape[2:])
 
     convs = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, convs)]

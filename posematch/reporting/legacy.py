@@ -151,6 +151,7 @@ def read_run(run: Path, order: int) -> list[Result]:
     def result(split: str, family: str, values: Any, source: str, rank: int) -> Result:
         return Result(run, setting, loss, split, family, values, source, rank, order)
 
+    values: dict[str, str | None] | None
     if evaluation is not None:
         data = evaluation.get("config") if isinstance(evaluation.get("config"), dict) else own_data
         split = "test-dev" if is_test_dev(data) else "val"

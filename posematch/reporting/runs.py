@@ -99,6 +99,7 @@ def read_recorded_run(run: Path, order: int) -> list[Result]:
     def result(values: Any, source: str, rank: int) -> Result:
         return Result(run, setting, loss, info.split, family, values, source, rank, order, facts)
 
+    values: dict[str, str | None] | None
     path = run / "metrics.json"
     if info.kind == "eval":
         if not path.is_file():

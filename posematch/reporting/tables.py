@@ -258,9 +258,9 @@ def ablation_tables(
     option, title, (fixed, fixed_value), shown = ABLATIONS[number]
     default = getattr(MATCHING, option)
     by_group: dict[tuple[str, Setting], dict[Any, Result]] = {}
-    for (split, family, setting, loss), r in cells.items():
+    for (split, family, setting, loss), cell in cells.items():
         if split == "val" and loss.kind == "matching" and getattr(loss, fixed) == fixed_value:
-            by_group.setdefault((family, setting), {})[getattr(loss, option)] = r
+            by_group.setdefault((family, setting), {})[getattr(loss, option)] = cell
     tables = []
     for family in ("coco", "mpii"):
         groups: list[list[Row]] = []

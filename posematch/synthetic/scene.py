@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import cv2
 import numpy as np
@@ -50,7 +51,8 @@ def _render(canvas: np.ndarray, prims: Sequence[Primitive], value: int | None = 
             c = _fixed(p.points[0])
             cv2.ellipse(canvas, c, axes, p.angle, 0, 360, colour, -1, line_type, SHIFT)
         else:
-            pts = np.round(p.points * ONE).astype(np.int32)[None]
+            # (1, N, 2): an array of one polygon, which cv2 reads as a sequence of polygons.
+            pts = cast(Sequence[np.ndarray], np.round(p.points * ONE).astype(np.int32)[None])
             cv2.fillPoly(canvas, pts, colour, line_type, SHIFT)
             edge = p.edge if value is None else value
             cv2.polylines(canvas, pts, True, edge, 2, line_type, SHIFT)

@@ -79,7 +79,8 @@ def _write_annotations(
     out: Path, split: str, seed: int, names: list[str], results: list[tuple[int, int, list[Person]]]
 ) -> None:
     """``annotations/person_keypoints_{split}2017.json`` from the written images' people."""
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for i, (width, height, people) in enumerate(results):
         images.append({"id": i + 1, "file_name": names[i], "width": width, "height": height})
         for person in people:

@@ -119,7 +119,8 @@ def test_under_ddp_every_rank_stops_at_the_same_step(tmp_path):
     import sys
     from pathlib import Path
 
-    data = synthetic_set(tmp_path / "synthetic")  # generated once, before the workers start
+    data = tmp_path / "synthetic"
+    synthetic_set(data)  # generated once, before the workers start
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     worker = Path(__file__).with_name("ddp_guard_worker.py")

@@ -9,6 +9,8 @@ the last block's features, as SimpleBaseline takes ResNet's ``layer4``.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import timm
 import torch
 from torch import nn
@@ -38,16 +40,18 @@ class EfficientNet(nn.Module):
         if not variant.startswith(("efficientnet", "tf_efficientnet")):
             raise ValueError(f"EfficientNet variant={variant!r}: not a timm EfficientNet name")
         net = timm.create_model(variant, pretrained=False, num_classes=0, global_pool="")
+        # create_model returns an nn.Module: mypy reads its attributes as Tensor | Module.
+        feature_info = cast(list[dict[str, Any]], net.feature_info)
         # The last block of each reduction: timm's feature_info names it ("blocks.4", ...).
-        last = {info["reduction"]: info["module"] for info in net.feature_info}
+        last = {info["reduction"]: info["module"] for info in feature_info}
         if out_stride not in last or not last[out_stride].startswith("blocks."):
             raise ValueError(f"EfficientNet {variant}: no block ends at stride {out_stride}")
         stages = int(last[out_stride].split(".")[1]) + 1
-        self.conv_stem = net.conv_stem
-        self.bn1 = net.bn1
-        self.blocks = nn.Sequential(*list(net.blocks.children())[:stages])
-        self.out_channels: int = int(net.feature_info[-1]["num_chs"])
-        for info in net.feature_info:
+        self.conv_stem = cast(nn.Module, net.conv_stem)
+        self.bn1 = cast(nn.Module, net.bn1)
+        self.blocks = nn.Sequential(*list(cast(nn.Module, net.blocks).children())[:stages])
+        self.out_channels: int = int(feature_info[-1]["num_chs"])
+        for info in feature_info:
             if info["module"] == last[out_stride]:
                 self.out_channels = int(info["num_chs"])
         self.out_stride = out_stride

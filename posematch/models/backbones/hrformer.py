@@ -38,6 +38,8 @@ class WindowAttention(nn.Module):
     ``forward((N_windows, window**2, C))`` -> same shape.
     """
 
+    relative_position_index: torch.Tensor  # a buffer
+
     def __init__(self, channels: int, num_heads: int, window: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -240,8 +242,10 @@ class HRFormer(nn.Module):
             previous = channels
         # Released mmpose HRFormer checkpoints may keep all four outputs of the last module; those
         # fusions are unused here (and excluded from the published parameter counts): skip them.
-        last = num_modules[2] - 1
-        self.checkpoint_keys_to_skip = tuple(f"stage4.{last}.fuse_layers.{i}." for i in (1, 2, 3))
+        last_module = num_modules[2] - 1
+        self.checkpoint_keys_to_skip = tuple(
+            f"stage4.{last_module}.fuse_layers.{i}." for i in (1, 2, 3)
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:

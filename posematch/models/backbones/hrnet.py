@@ -18,7 +18,8 @@ which leaves the state-dict keys unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -127,7 +128,8 @@ def run_branches_and_fuse(
     """
     xs = [branch(x) for branch, x in zip(branches, xs, strict=True)]
     fused = []
-    for row in fuse_layers:
+    # Each row of fuse_layers is itself a ModuleList (HighResolutionModule, HRFormerModule).
+    for row in cast("Iterable[nn.ModuleList]", fuse_layers):
         y = row[0](xs[0])
         for layer, x in zip(row[1:], xs[1:], strict=True):
             y = y + layer(x)
@@ -207,6 +209,14 @@ class HRNet(nn.Module):
 
     # The classification layers of the ImageNet file (incre_modules, final_layer...) are skipped.
     pretrained_layers = HRNET_PRETRAINED_LAYERS
+
+    # The stem, set by add_stem (also on HRFormer, which shares this forward).
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    conv2: nn.Conv2d
+    bn2: nn.BatchNorm2d
+    relu: nn.ReLU
+    layer1: nn.Sequential
 
     def __init__(
         self,

@@ -9,6 +9,8 @@ SimpleBaseline checkpoints and torchvision/timm ImageNet files up to a prefix.
 
 from __future__ import annotations
 
+from typing import cast
+
 import timm
 import torch
 from torch import nn
@@ -34,15 +36,16 @@ class ResNet(nn.Module):
         net = timm.create_model(
             f"resnet{depth}", pretrained=False, num_classes=0, global_pool="", zero_init_last=False
         )
-        self.out_channels: int = net.num_features
-        self.conv1 = net.conv1
-        self.bn1 = net.bn1
-        self.act1 = net.act1
-        self.maxpool = net.maxpool
-        self.layer1 = net.layer1
-        self.layer2 = net.layer2
-        self.layer3 = net.layer3
-        self.layer4 = net.layer4
+        # create_model returns an nn.Module: mypy reads its attributes as Tensor | Module.
+        self.out_channels = cast(int, net.num_features)
+        self.conv1 = cast(nn.Module, net.conv1)
+        self.bn1 = cast(nn.Module, net.bn1)
+        self.act1 = cast(nn.Module, net.act1)
+        self.maxpool = cast(nn.Module, net.maxpool)
+        self.layer1 = cast(nn.Module, net.layer1)
+        self.layer2 = cast(nn.Module, net.layer2)
+        self.layer3 = cast(nn.Module, net.layer3)
+        self.layer4 = cast(nn.Module, net.layer4)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(images))))

@@ -108,6 +108,7 @@ class Conv1x1Head(nn.Module):
         self.activation = output_activation(activation, softplus_beta)
         self.final_layer = nn.Conv2d(in_channels, num_keypoints, kernel_size, 1, kernel_size // 2)
         nn.init.normal_(self.final_layer.weight, std=0.001)
+        assert self.final_layer.bias is not None  # nn.Conv2d has one by default
         nn.init.zeros_(self.final_layer.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
