@@ -47,7 +47,7 @@ class KeypointSpec:
         if self.sigmas and len(self.sigmas) != k:
             raise ValueError(f"KeypointSpec {self.name!r}: {len(self.sigmas)} sigmas for K={k}")
         for limb in self.skeleton:
-            if not all(0 <= j < k for j in limb):
+            if len(limb) != 2 or not all(0 <= j < k for j in limb):
                 raise ValueError(f"KeypointSpec {self.name!r}: bad skeleton link {limb!r}")
         if not all(0 <= j < k for j in self.upper_body):
             raise ValueError(f"KeypointSpec {self.name!r}: bad upper_body index")

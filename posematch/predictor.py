@@ -24,7 +24,7 @@ import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,10 +117,14 @@ def saved_config(run_dir: str | Path, trust: bool = False) -> DictConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no saved config; is {run_dir} a posematch-train run?")
     try:
-        # A mapping: Hydra saves the composed config there.
-        cfg = cast(DictConfig, OmegaConf.load(path))
+        loaded = OmegaConf.load(path)
     except Exception as err:  # YAML parser errors: name the file
         raise ValueError(f"{path}: unreadable saved config ({err})") from err
+    if not isinstance(loaded, DictConfig):  # Hydra saves the composed config, a mapping
+        raise ValueError(
+            f"{path}: not a saved config (a YAML mapping), got {type(loaded).__name__}"
+        )
+    cfg = loaded
     if not trust:
         bad = untrusted_targets(OmegaConf.to_container(cfg, resolve=False))
         if bad:

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -158,3 +159,38 @@ def _dlc_like():
 def test_trainer_booleans_are_checked():
     with pytest.raises(ValueError, match=r"trainer\.sync_bn='maybe': expected true or false"):
         TrainerSettings(sync_bn="maybe")
+
+
+@pytest.mark.parametrize("value", ["false", "yes", 1])
+def test_boolean_options_take_only_true_or_false(value):
+    from posematch.codecs.geometry import HeatmapGeometry
+
+    # The fault class: bool("false") is True, so a flag given as a string read as on.
+    with pytest.raises(ValueError, match=r"resume_force=.*: expected true or false"):
+        common.flag({"resume_force": value}, "resume_force")
+    with pytest.raises(ValueError, match=r"udp=.*: expected true or false"):
+        HeatmapGeometry((192, 256), (48, 64), udp=value)
+    assert common.flag({}, "validate", True) is True
+
+
+def test_a_skeleton_link_of_three_joints_is_named():
+    from posematch.keypoints import spec
+
+    with pytest.raises(ValueError, match=r"bad skeleton link \(0, 1, 2\)"):
+        spec(name="x", names=["a", "b", "c"], skeleton=[[0, 1, 2]])
+
+
+def test_a_saved_config_that_is_not_a_mapping_is_named(tmp_path):
+    from posematch.predictor import saved_config
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match=r"config\.yaml: not a saved config \(a YAML mapping\)"):
+        saved_config(tmp_path)
+
+
+def test_the_dot_codec_takes_numpy_flags_with_torch_keypoints():
+    codec = DotCodec((8, 8), (2, 2))
+    targets = codec.encode(torch.tensor([[1.0, 2.0], [5.0, 6.0]]), np.array([1, 0]))
+    assert targets.weights.tolist() == [1.0, 0.0]
+    assert targets.keypoints.tolist() == [[0.25, 0.5], [1.25, 1.5]]

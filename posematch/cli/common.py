@@ -36,6 +36,15 @@ def resolve_device(name: str, local: torch.device) -> torch.device:
     return local if name == "cuda" else torch.device("cpu")
 
 
+def flag(cfg: Any, key: str, default: bool = False) -> bool:
+    """The boolean option ``key`` of a command's config (``default`` when absent); ValueError
+    naming it for anything but true / false (``bool("false")`` would be true)."""
+    value = cfg.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}={value!r}: expected true or false")
+    return value
+
+
 @dataclass(frozen=True)
 class TestTimeOptions:
     """The ``test`` config group, checked: the flip test and its 1 px shift (booleans), crops per

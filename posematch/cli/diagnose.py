@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from posematch.cli.common import (
     CONFIG_PATH,
     checkpoint_holds_every_weight,
+    flag,
     resolve_device,
     run_test_time,
     saved_config,
@@ -77,7 +78,7 @@ def select_split(cfg: DictConfig, split: str) -> None:
 def run(cfg: DictConfig) -> dict:
     """Diagnose as configured; the report (also written to ``diagnosis.json``)."""
     run_dir = Path(cfg.run)
-    train_cfg = saved_config(run_dir, trust=bool(cfg.get("trust_config", False)))
+    train_cfg = saved_config(run_dir, trust=flag(cfg, "trust_config"))
     checkpoint = checkpoint_path(run_dir, cfg.checkpoint)
     out_dir = Path(cfg.out) if cfg.out is not None else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)

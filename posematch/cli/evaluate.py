@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from posematch import runinfo
-from posematch.cli.common import CONFIG_PATH, TestTimeOptions, resolve_device
+from posematch.cli.common import CONFIG_PATH, TestTimeOptions, flag, resolve_device
 from posematch.cli.run_record import model_name, run_info
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
@@ -39,7 +39,7 @@ def adopt_trained_config(cfg: DictConfig) -> DictConfig | None:
     saved config, else the config a posematch checkpoint carries; the data to score (split, boxes,
     paths) stays the command's. Nothing changes for other files (official weights). Returns the
     config adopted from (None when the checkpoint says nothing)."""
-    source, where = trained_config(cfg.checkpoint, trust=bool(cfg.get("trust_config", False)))
+    source, where = trained_config(cfg.checkpoint, trust=flag(cfg, "trust_config"))
     if source is None:
         return None
     log.info("model, codec and input sizes from %s", where)

@@ -22,7 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from posematch.cli.common import CONFIG_PATH, trained_model
+from posematch.cli.common import CONFIG_PATH, flag, trained_model
 from posematch.cli.infer import model_config, read_image
 from posematch.cli.person_boxes import whole_image
 from posematch.data.boxes import box_to_center_scale
@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     worst = max(v for k, v in check.max_abs.items() if k != "keypoints")
     summary = {
         "onnx": str(out),
-        "decoder": bool(cfg.decoder),
+        "decoder": flag(cfg, "decoder"),
         "max_abs": check.max_abs,
         "keypoints_equal": check.keypoints_equal,
         "ambiguous_joints": check.ambiguous,

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from posematch.cli.common import CONFIG_PATH, TestTimeOptions, resolve_device
+from posematch.cli.common import CONFIG_PATH, TestTimeOptions, flag, resolve_device
 from posematch.cli.person_boxes import BoxFile, load_detector, whole_image
 from posematch.data.topdown import BadRecordError, decode_image
 from posematch.draw import draw_pose
@@ -151,7 +151,7 @@ def predict_frames(
 def model_config(cfg: DictConfig) -> DictConfig:
     """The config the model / codec / joints come from: the training run's, else the one the
     checkpoint carries (posematch-train writes it), else ``cfg``."""
-    trained, where = trained_config(cfg.checkpoint, trust=bool(cfg.get("trust_config", False)))
+    trained, where = trained_config(cfg.checkpoint, trust=flag(cfg, "trust_config"))
     if trained is not None:
         log.info("model, codec and data config from %s", where)
     source = copy.deepcopy(trained if trained is not None else cfg)

@@ -71,11 +71,13 @@ def check_resume(
     record = run_dir / "config.yaml"
     if not record.is_file():
         raise ValueError(f"{record}: missing, so resuming cannot check what the run was")
-    # Both are mappings: config.yaml is write_record's dump of a DictConfig.
     try:
-        saved = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(record)))
+        loaded = OmegaConf.to_container(OmegaConf.load(record))
     except Exception as err:  # a YAML parser error: name the file
         raise ValueError(f"{record}: unreadable run record ({err})") from err
+    if not isinstance(loaded, dict):  # write_record dumps a mapping
+        raise ValueError(f"{record}: not a run record (a YAML mapping of the run's config)")
+    saved = cast(dict[str, Any], loaded)
     current = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     saved = _moved(saved, str(saved.get("run_dir", "")), str(run_dir))
     current = _moved(current, str(current.get("run_dir", "")), str(run_dir))

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from posematch import runinfo
-from posematch.cli.common import CONFIG_PATH, TestTimeOptions, resolve_device
+from posematch.cli.common import CONFIG_PATH, TestTimeOptions, flag, resolve_device
 from posematch.cli.run_lock import RunFolderBusy, run_folder_lock
 from posematch.cli.run_record import check_resume, run_info, write_record
 from posematch.engine import dist
@@ -64,7 +64,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     )
     validation = None
     test = TestTimeOptions.from_config(cfg.test)
-    if cfg.validate:
+    if flag(cfg, "validate", True):
         validation = Validation(
             dataset=instantiate(cfg.data.val),
             codec=codec,
@@ -102,6 +102,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns ``fit``'s summary."""
     instantiate(cfg.trainer)  # its option checks come before anything is written (seed=abc)
     TestTimeOptions.from_config(cfg.test)
+    for key, default in (("validate", True), ("resume_force", False)):
+        flag(cfg, key, default)
     device = resolve_device(cfg.device, dist.init())
     run_dir = Path(dist.broadcast_object(str(cfg.run_dir)))
     with contextlib.ExitStack() as held:
@@ -122,7 +124,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str, An
     """The run's record, its parts and ``fit``, in a run folder this process holds."""
     resume = cfg.resume not in (None, "", "none", "false")
     # Every rank checks (reading only), so a refusal stops them all; rank 0 writes the record.
-    force = bool(cfg.get("resume_force", False))
+    force = flag(cfg, "resume_force")
     kept = check_resume(cfg, run_dir, resume, force, write=dist.is_main())
     dist.barrier()
     if dist.is_main() and not kept:

@@ -8,7 +8,6 @@ dot into demanders (``naive`` or ``subpixel``, see ``posematch.demanders``). Dec
 from __future__ import annotations
 
 import logging
-from typing import cast
 
 import numpy as np
 import torch
@@ -82,8 +81,8 @@ class DotCodec:
             return DotTargets(keypoints=torch.from_numpy(dots), weights=torch.from_numpy(weights))
         dots = keypoints.float() * self._scale.to(keypoints.device)
         inside = ((dots >= -0.5) & (dots < self._upper.to(keypoints.device))).all(dim=-1)
-        # Torch keypoints come with torch visibility (numpy & Tensor raises a TypeError).
-        weights = ((cast(torch.Tensor, visible) > 0) & inside).to(dots.dtype)
+        flags = torch.as_tensor(visible, device=keypoints.device)  # torch or numpy, as documented
+        weights = ((flags > 0) & inside).to(dots.dtype)
         return DotTargets(keypoints=dots, weights=weights)
 
     def decode(self, heatmaps: torch.Tensor) -> DecodedKeypoints:

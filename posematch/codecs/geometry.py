@@ -34,6 +34,8 @@ class HeatmapGeometry:
     ) -> None:
         self.input_size = _check_size("input_size", tuple(input_size))
         self.heatmap_size = _check_size("heatmap_size", tuple(heatmap_size))
+        if not isinstance(udp, bool):  # a string from the command line would read as true
+            raise ValueError(f"udp={udp!r}: expected true or false")
         self.udp = udp
         self.scale: tuple[float, float]  # (x, y): one factor per entry of the two sizes
         if udp:

@@ -152,6 +152,8 @@ class TopDownDataset(Dataset):
         self.instances = instances
         self.pipeline = pipeline
         self.codec = codec
+        if not isinstance(skip_bad, bool):
+            raise ValueError(f"skip_bad={skip_bad!r}: expected true or false")
         self.skip_bad = skip_bad
         self.seed = seed
         # Shared with loader workers: persistent workers keep the copy of this dataset they started
