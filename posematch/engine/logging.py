@@ -22,8 +22,15 @@ log = logging.getLogger("posematch.train")
 
 
 class _Progress:
-    def __init__(self, total: int, desc: str, enabled: bool, log_every: int) -> None:
+    """One epoch's progress: a tqdm bar on a terminal, else a log line every ``log_every`` steps
+    with the loss, the lr, the mean step time and the ETA of the epoch and of the run
+    (``later_steps``: the steps of the epochs after this one; validation time not included)."""
+
+    def __init__(
+        self, total: int, desc: str, enabled: bool, log_every: int, later_steps: int = 0
+    ) -> None:
         self.total, self.desc, self.log_every = total, desc, log_every
+        self.later_steps = later_steps
         self.count, self.start, self.loss = 0, time.perf_counter(), float("nan")
         self.bar = None
         if enabled and sys.stderr.isatty():
@@ -32,20 +39,35 @@ class _Progress:
             self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
         self.plain = enabled and self.bar is None
 
-    def update(self, loss: float) -> None:
+    def update(self, loss: float, lr: float | None = None) -> None:
         self.count += 1
         self.loss = loss
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.4f}")
             self.bar.update(1)
         elif self.plain and (self.count % self.log_every == 0 or self.count == self.total):
-            elapsed = time.perf_counter() - self.start
-            eta = elapsed / self.count * (self.total - self.count)
-            log.info("%s %d/%d loss %.4f eta %.0fs", self.desc, self.count, self.total, loss, eta)
+            per_step = (time.perf_counter() - self.start) / self.count
+            left = per_step * (self.total - self.count)
+            run_left = left + per_step * self.later_steps
+            rate = "" if lr is None else f" lr {lr:.3g}"
+            log.info(
+                "%s %d/%d loss %.4f%s %.2fs/step eta %s (run %s)", self.desc, self.count,
+                self.total, loss, rate, per_step, _duration(left), _duration(run_left),
+            )  # fmt: skip
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s`` or ``2h07m``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class RunLogger:
@@ -72,8 +94,8 @@ class RunLogger:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
-    def progress(self, total: int, desc: str) -> _Progress:
-        return _Progress(total, desc, self.enabled, self.log_every)
+    def progress(self, total: int, desc: str, later_steps: int = 0) -> _Progress:
+        return _Progress(total, desc, self.enabled, self.log_every, later_steps)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None and step % self.log_every == 0:

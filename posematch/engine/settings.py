@@ -3,8 +3,9 @@ it validates. Plain frozen values (``TrainerSettings`` is built by Hydra from ``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,22 @@ from posematch.types import Codec, Evaluator
 AMP_MODES = ("none", "bf16", "fp16")
 
 
+def default_workers(most: int = 4) -> int:
+    """Loader workers for a machine: the cores this process may use, at most ``most`` (more
+    workers than cores only slow the training and make torch warn every epoch)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(most, cores))
+
+
 @dataclass
 class TrainerSettings:
     """Options of ``fit``.
 
     epochs: epochs to train. batch_size: samples per process per step. num_workers: loader workers
-    per process. amp: ``none``, ``bf16`` or ``fp16`` (fp16 uses a grad scaler; the matching loss
+    per process; None: as many as the process may use cores, at most 4 (``default_workers``). amp: ``none``, ``bf16`` or ``fp16`` (fp16 uses a grad scaler; the matching loss
     computes in float32 regardless). grad_clip: max gradient norm, or None. val_every: validate
     every this many epochs (and after the last). monitor: metric that picks ``best.pth`` (higher is
     better), one the evaluator reports; None: the evaluator's primary metric (``AP`` for COCO,
@@ -37,7 +48,7 @@ class TrainerSettings:
 
     epochs: int = 210
     batch_size: int = 32
-    num_workers: int = 4
+    num_workers: int = field(default_factory=lambda: default_workers())  # null in a config, too
     amp: str = "none"
     grad_clip: float | None = None
     val_every: int = 10
@@ -52,6 +63,8 @@ class TrainerSettings:
     dead_guard_patience: int = 100
 
     def __post_init__(self) -> None:
+        if self.num_workers is None:
+            self.num_workers = default_workers()
         # Hydra hands over whatever the command line said (trainer.epochs=abc, =2.5): name it.
         ints = ("epochs", "batch_size", "val_every", "log_every", "num_workers", "seed")
         for name in (*ints, "warmup_iters", "max_steps_per_epoch"):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from pathlib import Path
 from typing import Any, cast
 
@@ -147,7 +147,8 @@ def train_one_epoch(
         sampler.skip = start * settings.batch_size
     if settings.max_steps_per_epoch is not None:
         steps = min(steps, settings.max_steps_per_epoch)
-    progress = logger.progress(steps, f"epoch {epoch + 1}")
+    later = steps * (settings.epochs - epoch - 1)  # the run's ETA counts the epochs to come
+    progress = logger.progress(steps - start, f"epoch {epoch + 1}", later)
     for i, batch in enumerate(loader, start=start):
         if i >= steps:
             break
@@ -181,10 +182,13 @@ def train_one_epoch(
         for key, value in out.stats.items():
             stats_sum[key] = stats_sum.get(key, 0.0) + value
         step += 1
-        progress.update(loss.item())
-        logger.scalar("train/loss_step", loss.item(), step)
+        lr = optimizer.param_groups[0]["lr"]
+        progress.update(loss.item(), lr)
+        # Step-level scalars under step/, apart from the epoch records' train/* and val/*.
+        logger.scalar("step/loss", loss.item(), step)
+        logger.scalar("step/lr", lr, step)
         if "dead_share" in out.stats:
-            logger.scalar("train/dead_share_step", out.stats["dead_share"], step)
+            logger.scalar("step/dead_share", out.stats["dead_share"], step)
         signum = flag.agreed(device) if flag is not None else 0
         if signum and i + 1 < steps:  # after the last step the epoch ends normally
             progress.close()
@@ -226,6 +230,31 @@ def _state(
         **progress,
         "rng": checkpoint.rng_state(),
     }
+
+
+def run_header(
+    model: nn.Module,
+    train_set: Dataset,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    settings: TrainerSettings,
+    device: torch.device,
+    validation: Validation | None,
+) -> str:
+    """The training log's first line: device, data, model size, batch, lr and length."""
+    params = sum(p.numel() for p in model.parameters())
+    processes = dist.world_size()
+    steps = len(loader)
+    if settings.max_steps_per_epoch is not None:
+        steps = min(steps, settings.max_steps_per_epoch)
+    # Map-style datasets (torch's stubs leave __len__ out of Dataset).
+    val = "no validation" if validation is None else f"{len(cast(Sized, validation.dataset))} val"
+    return (
+        f"training on {device} x{processes}: {len(cast(Sized, train_set))} train samples, {val}; "
+        f"{params:,} parameters; batch {settings.batch_size} x {processes} process(es) = "
+        f"{settings.batch_size * processes}; lr {optimizer.param_groups[0]['lr']:.3g}; "
+        f"{settings.epochs} epochs of {steps} steps; {settings.num_workers} loader workers"
+    )
 
 
 def monitored_metric(monitor: str | None, validation: Validation | None) -> str | None:
@@ -330,6 +359,10 @@ def fit(
     )
     # A run killed after logging an epoch but before its checkpoint redoes that epoch: one line each.
     logger.keep_epochs(start_epoch)
+    if dist.is_main():
+        log.info(
+            "%s", run_header(model, train_set, loader, optimizer, settings, device, validation)
+        )
     flag = StopFlag().__enter__()
     try:
         for epoch in range(start_epoch, settings.epochs):

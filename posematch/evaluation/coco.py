@@ -131,7 +131,8 @@ def coco_keypoint_stats(
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
-    log.info("COCOeval keypoints (%s):\n%s", backend, out.getvalue())
+    # About 20 lines per validation: kept out of the user's log; the stats go to the records.
+    log.debug("COCOeval keypoints (%s):\n%s", backend, out.getvalue())
     return {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats, strict=True)}
 
 
