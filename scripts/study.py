@@ -217,7 +217,9 @@ def final_runs(name: str, args: argparse.Namespace, stage: str) -> list[tuple[in
     else:
         pick = selected(name, args)
         overrides = VARIANTS[name][1]
-    if pick is None and name in SELECTED and stage in ("final", *EPOCHS):
+    # The recorded setting only where no search ran here: a partial search selects nothing yet.
+    searched = bool(search_cells(name, args)) if name in VARIANTS else False
+    if pick is None and not searched and name in SELECTED and stage in ("final", *EPOCHS):
         pick = (None, *SELECTED[name], None)
     if pick is None:
         return []
