@@ -15,6 +15,9 @@ onnx, onnxruntime and onnxscript are the optional extra ``posematch[export]``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,27 @@ import torch
 from torch import nn
 
 from posematch.types import Codec
+
+# The exporter's graph passes log a line per rewrite at INFO ("Replaced initializer ..."): kept
+# at DEBUG, they show only when the root logger is at DEBUG (hydra.verbose=true).
+_EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")
+
+
+@contextlib.contextmanager
+def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+    """Raise these loggers to WARNING for the block, unless the root logger is at DEBUG."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 class DecodingModel(nn.Module):
@@ -67,7 +91,7 @@ def export_onnx(
     width, height = (int(v) for v in input_size)
     example = torch.zeros(2, 3, height, width)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet(_EXPORTER_LOGGERS):
         program = torch.onnx.export(
             module,
             (example,),

@@ -34,9 +34,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from posematch.data.boxes import box_to_center_scale
 from posematch.data.topdown import decode_image
+from posematch.draw import draw_pose
 from posematch.engine import checkpoint
 from posematch.engine.checks import check_geometry
-from posematch.inference import predict
+from posematch.inference import decode_to_image, predict_heatmaps
 from posematch.models.checkpoints import load_checkpoint
 from posematch.types import Codec
 
@@ -191,7 +192,7 @@ def trained_config(checkpoint: str | Path, trust: bool = False) -> tuple[DictCon
     the file carries; ``(None, "")`` for files that say nothing (official weights)."""
     path = Path(checkpoint)
     if (path.parent / ".hydra" / "config.yaml").is_file():
-        return saved_config(path.parent, trust=trust), f"the run {path.parent}"
+        return saved_config(path.parent, trust=trust), f"the run folder {path.parent}"
     carried = checkpoint_config(path, trust=trust)
     return (carried, f"the checkpoint {path}") if carried is not None else (None, "")
 
@@ -205,12 +206,19 @@ def composed_config(overrides: Sequence[str] = (), name: str = "infer") -> DictC
 @dataclass(frozen=True)
 class PosePrediction:
     """The people of one image: keypoints (N, K, 2) float64 image pixels, scores (N, K) float32
-    keypoint scores, boxes (N, 4) float64 (x, y, w, h) image pixels, box_scores (N,) float64."""
+    keypoint scores, boxes (N, 4) float64 (x, y, w, h) image pixels, box_scores (N,) float64.
+
+    With ``heatmaps=True``: ``heatmaps`` (N, K, h, w) float32, the test-time heatmaps the keypoints
+    were decoded from (flip-averaged when the flip test is on), one per person's crop, and
+    ``crop_to_image`` (N, 2, 3) float64, the matrices taking input-crop pixels to image pixels
+    (heatmap pixel (x, y) is input-crop pixel ``codec.geometry.to_input``). Else both None."""
 
     keypoints: np.ndarray
     scores: np.ndarray
     boxes: np.ndarray
     box_scores: np.ndarray
+    heatmaps: np.ndarray | None = None
+    crop_to_image: np.ndarray | None = None
 
 
 class Predictor:
@@ -324,19 +332,33 @@ class Predictor:
         image: np.ndarray | str | Path,
         boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
         box_scores: np.ndarray | Sequence[float] | None = None,
+        heatmaps: bool = False,
     ) -> PosePrediction:
         """The people of one image (``(H, W, 3)`` uint8 BGR as cv2 reads it, or a file path).
 
         ``boxes``: (N, 4) (x, y, w, h) image pixels; None: the whole image is one box of score 1.
+        ``heatmaps``: also return each person's heatmaps and crop matrix (``PosePrediction``).
         """
         return self.predict_batch([image], None if boxes is None else [boxes],
-                                  None if box_scores is None else [box_scores])[0]  # fmt: skip
+                                  None if box_scores is None else [box_scores],
+                                  heatmaps=heatmaps)[0]  # fmt: skip
+
+    def draw(self, image: np.ndarray, people: PosePrediction, vis_thr: float = 0.3) -> np.ndarray:
+        """A copy of ``image`` (BGR) with every person of ``people`` drawn as posematch-infer
+        draws them: limbs and joints coloured by side, joints scored under ``vis_thr`` left out,
+        each person's box and mean keypoint score. Save it with ``cv2.imwrite``."""
+        canvas = image.copy()
+        for kpts, scores, box in zip(people.keypoints, people.scores, people.boxes, strict=True):
+            draw_pose(canvas, kpts, scores, self.pipeline.spec, vis_thr, box=box,
+                      label=f"{float(np.mean(scores)):.2f}")  # fmt: skip
+        return canvas
 
     def predict_batch(
         self,
         images: Sequence[np.ndarray | str | Path],
         boxes: Sequence[Any] | None = None,
         box_scores: Sequence[Any] | None = None,
+        heatmaps: bool = False,
     ) -> list[PosePrediction]:
         """``predict`` for several images; their crops share forward passes."""
         if boxes is not None and len(boxes) != len(images):
@@ -369,20 +391,27 @@ class Predictor:
                 crop = self.pipeline(image, np.zeros((k, 2)), np.ones(k), center, scale)
                 crops.append(crop.image)
                 inverses.append(crop.inverse)
+        w, h = self.codec.geometry.heatmap_size
         kpts, scores = np.zeros((0, k, 2)), np.zeros((0, k), np.float32)
+        maps = np.zeros((0, k, h, w), np.float32)
         if crops:
             parts = []
             for j in range(0, len(crops), self.batch_size):
                 batch = torch.stack(crops[j : j + self.batch_size]).to(self.device)
                 inverse = torch.from_numpy(np.stack(inverses[j : j + self.batch_size]))
-                parts.append(
-                    predict(self.model, batch, inverse, self.codec, self.flip_perm, self.shift)
-                )
+                hm = predict_heatmaps(self.model, batch, self.flip_perm, self.shift)
+                found, found_scores = decode_to_image(hm, inverse, self.codec)
+                parts.append((found.cpu(), found_scores.cpu(), hm.cpu() if heatmaps else None))
             kpts = torch.cat([p[0] for p in parts]).numpy()
             scores = torch.cat([p[1] for p in parts]).numpy()
+            if heatmaps:
+                maps = torch.cat([p[2] for p in parts if p[2] is not None]).numpy()
+        matrices = np.array(inverses, np.float64).reshape(-1, 2, 3)
         out, start = [], 0
         for b, s in people:
             n = len(b)
-            out.append(PosePrediction(kpts[start : start + n], scores[start : start + n], b, s))
+            part = slice(start, start + n)
+            extra = (maps[part], matrices[part]) if heatmaps else (None, None)
+            out.append(PosePrediction(kpts[part], scores[part], b, s, *extra))
             start += n
         return out

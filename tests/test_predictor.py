@@ -58,6 +58,41 @@ def test_batching_images_changes_nothing(run_folder):
     assert together[0].keypoints.shape == (2, 17, 2)
 
 
+def test_heatmaps_on_request_are_the_models_output_on_the_crop(run_folder):
+    # Issue 16 item 7. Independent path: the crop rebuilt with cv2 from the returned matrix
+    # (crop -> image, inverted), the model run on it directly, no flip test.
+    predictor = posematch.Predictor.from_run(run_folder, flip=False)
+    image = cv2.imread(str(IMAGE))
+    box = [[60.0, 40.0, 220.0, 330.0]]
+    people = predictor.predict(image, boxes=box, heatmaps=True)
+    assert people.heatmaps is not None and people.crop_to_image is not None
+    w, h = predictor.codec.geometry.input_size
+    assert people.heatmaps.shape == (1, 17, h // 4, w // 4)
+    to_crop = cv2.invertAffineTransform(people.crop_to_image[0])
+    crop = cv2.warpAffine(image, to_crop, (w, h), flags=cv2.INTER_LINEAR)
+    crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)  # the configs feed the network RGB
+    batch = torch.from_numpy(crop).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        expected = predictor.model(batch).numpy()
+    # Bilinear warps of one matrix may differ by a grey level at a pixel (OpenCV's fixed point).
+    np.testing.assert_allclose(people.heatmaps, expected, rtol=0, atol=2e-3)
+    # The keypoints are the ones decoded from these heatmaps, and the default returns none.
+    plain = predictor.predict(image, boxes=box)
+    np.testing.assert_array_equal(plain.keypoints, people.keypoints)
+    assert plain.heatmaps is None and plain.crop_to_image is None
+
+
+def test_draw_returns_a_drawn_copy(run_folder):
+    predictor = posematch.Predictor.from_run(run_folder)
+    image = cv2.imread(str(IMAGE))
+    people = predictor.predict(image, boxes=[[60.0, 40.0, 220.0, 330.0]])
+    drawn = predictor.draw(image, people, vis_thr=0.0)
+    assert drawn.shape == image.shape and drawn is not image
+    assert (drawn != image).any() and (image == cv2.imread(str(IMAGE))).all()
+    x, y, bw, _ = (int(v) for v in people.boxes[0])
+    assert (drawn[y, x : x + bw] != image[y, x : x + bw]).any()  # the box's top edge
+
+
 def test_from_checkpoint_equals_from_run(tmp_path, run_folder):
     bare = tmp_path / "weights.pth"
     shutil.copy(run_folder / "best.pth", bare)

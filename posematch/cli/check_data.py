@@ -18,6 +18,8 @@ import hydra
 from omegaconf import DictConfig
 
 from posematch.cli.common import CONFIG_PATH
+from posematch.cli.help import with_help
+from posematch.cli.user_errors import user_errors
 from posematch.models.pose_model import pretrained_file
 
 # Where each file of the published set-up comes from, by file or folder name.
@@ -113,9 +115,12 @@ def run(cfg: DictConfig) -> int:
     return 0
 
 
+@with_help("check_data")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="check_data")
 def main(cfg: DictConfig) -> None:
-    sys.exit(run(cfg))
+    with user_errors("posematch-check-data"):
+        code = run(cfg)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
 from posematch.predictor import (  # noqa: F401  (the commands' imports)
     TRUSTED_TARGETS,
@@ -23,6 +25,19 @@ from posematch.predictor import (  # noqa: F401  (the commands' imports)
 # --config-dir /path/to/conf on the command line.
 _CONF = Path(__file__).resolve().parents[2] / "conf"
 CONFIG_PATH: str | None = str(_CONF) if _CONF.is_dir() else None
+
+
+def settle_output_dir(cfg: DictConfig) -> None:
+    """Tie ``output_dir`` and Hydra's run folder together both ways. The config sets
+    ``hydra.run.dir: ${output_dir}`` (so ``output_dir=X`` puts the log there too and nothing in
+    ./outputs); when only ``hydra.run.dir=X`` is given, ``output_dir`` becomes X here."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    given = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task}
+    if "output_dir" not in given:
+        with open_dict(cfg):
+            cfg.output_dir = hydra_cfg.runtime.output_dir
 
 
 def resolve_device(name: str, local: torch.device) -> torch.device:

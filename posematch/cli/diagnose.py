@@ -31,6 +31,8 @@ from posematch.cli.common import (
     saved_config,
     trained_model,
 )
+from posematch.cli.help import with_help
+from posematch.cli.user_errors import user_errors
 from posematch.engine.checks import check_geometry
 from posematch.engine.diagnose import diagnose
 from posematch.evaluation.diagnosis import markdown
@@ -140,9 +142,11 @@ def run(cfg: DictConfig) -> dict:
     return report
 
 
+@with_help("diagnose")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="diagnose")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with user_errors("posematch-diagnose"):
+        run(cfg)
 
 
 if __name__ == "__main__":

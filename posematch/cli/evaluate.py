@@ -22,8 +22,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from posematch import runinfo
-from posematch.cli.common import CONFIG_PATH, TestTimeOptions, flag, resolve_device
+from posematch.cli.common import (
+    CONFIG_PATH,
+    TestTimeOptions,
+    flag,
+    resolve_device,
+    settle_output_dir,
+)
+from posematch.cli.help import with_help
 from posematch.cli.run_record import model_name, run_info
+from posematch.cli.user_errors import user_errors
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
 from posematch.engine.evaluate import evaluate
@@ -84,6 +92,7 @@ def trained_facts(cfg: DictConfig, adopted: DictConfig | None) -> tuple[Any, str
 
 def run(cfg: DictConfig) -> dict | None:
     """Evaluate as configured; the metrics on rank 0, ``None`` elsewhere."""
+    settle_output_dir(cfg)
     test = TestTimeOptions.from_config(cfg.test)
     if not Path(cfg.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
@@ -134,9 +143,11 @@ def run(cfg: DictConfig) -> dict | None:
     return metrics
 
 
+@with_help("evaluate")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with user_errors("posematch-eval"):
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from posematch.cli.common import CONFIG_PATH, flag, trained_model
+from posematch.cli.help import with_help
 from posematch.cli.infer import model_config, read_image
 from posematch.cli.person_boxes import whole_image
+from posematch.cli.user_errors import user_errors
 from posematch.data.boxes import box_to_center_scale
 from posematch.engine.checks import check_geometry
 from posematch.export import check_onnx, export_onnx
@@ -50,6 +52,8 @@ def check_crops(cfg: DictConfig, source: DictConfig) -> torch.Tensor:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Export and check as configured; returns the file and the check's numbers."""
+    if not Path(cfg.checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
     source = model_config(cfg)
     model = trained_model(source, cfg.checkpoint)
     codec = instantiate(source.codec)
@@ -78,9 +82,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+@with_help("export")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with user_errors("posematch-export"):
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,12 @@ back to image pixels with the exact inverse of the crop.
   ``000000000785.jpg`` -> 785), else the 0-based position in the sorted list; video and camera
   frames: the frame index.
 - Person boxes, first that applies: ``boxes=`` a COCO detection results file (person category 1,
-  ``score >= det_score_thr``, empty boxes dropped; a detection with a ``file_name`` key goes to the image of that file
-  name, else to the image whose numeric stem equals its ``image_id``, or to that frame of a video);
+  ``score >= det_score_thr``, empty boxes dropped; a detection with a ``file_name`` key goes to the
+  image of that file name, else to the image whose numeric stem equals its ``image_id``, or to
+  that frame of a video) or a COCO annotation file (its person boxes, score 1, by file name);
   a torchvision Faster R-CNN R50-FPN from local weights (``detector``, ``detector_weights``; never
   downloaded); else the whole image as one box of score 1.
-- Output: ``output_dir/vis/<stem>.jpg`` (or ``vis/<video name>``, same container; a camera:
+- Output: ``output_dir/vis/<stem>.jpg`` (``.png`` with ``vis_format=png``; or ``vis/<video name>``, same container; a camera:
   ``vis/camera<index>.mp4``) with the skeletons, the person boxes and each person's score,
   and ``output_dir/keypoints.json`` in the COCO keypoint results format
   ``[{image_id, category_id: 1, keypoints: [x, y, score] * K, score, file_name}]`` (image pixels);
@@ -48,8 +49,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from posematch.cli.common import CONFIG_PATH, TestTimeOptions, flag, resolve_device
+from posematch.cli.common import (
+    CONFIG_PATH,
+    TestTimeOptions,
+    flag,
+    resolve_device,
+    settle_output_dir,
+)
+from posematch.cli.help import with_help
 from posematch.cli.person_boxes import BoxFile, load_detector, whole_image
+from posematch.cli.user_errors import user_errors
 from posematch.data.topdown import BadRecordError, decode_image
 from posematch.draw import draw_pose
 from posematch.evaluation.coco import rescore, results_list, write_results
@@ -58,6 +67,7 @@ from posematch.predictor import Predictor, checkpoint_holds_every_weight, traine
 log = logging.getLogger("posematch.infer")
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+VIS_FORMATS = ("jpg", "png")  # of the drawn images (video frames keep their container)
 VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v"}
 
 
@@ -161,6 +171,7 @@ def model_config(cfg: DictConfig) -> DictConfig:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Infer as configured; returns ``{"images", "people", "vis", "keypoints"}`` (counts, paths)."""
+    settle_output_dir(cfg)
     test = TestTimeOptions.from_config(cfg.test)
     if not Path(cfg.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
@@ -171,15 +182,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     max_frames = cfg.get("max_frames")
     if max_frames is not None and (not str(max_frames).isdecimal() or int(max_frames) < 1):
         raise ValueError(f"max_frames={max_frames}: expected a positive number of frames or null")
+    vis_format = cfg.get("vis_format", "jpg")
+    if vis_format not in VIS_FORMATS:
+        raise ValueError(f"vis_format={vis_format!r}: expected {' or '.join(VIS_FORMATS)}")
     local = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     device = resolve_device(cfg.device, local)
     box_file = BoxFile(cfg.boxes, cfg.det_score_thr) if cfg.boxes else None
     detector = None if box_file is not None else load_detector(cfg, device)
     if box_file is None and detector is None:
-        log.warning(
-            "no person boxes (no boxes= file, no detector weights): each image is one person box "
-            "covering the whole image"
-        )
+        whole = "each image is one person box covering the whole image"
+        if cfg.detector == "none":
+            log.info("detector=none and no boxes= file: %s", whole)
+        else:
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            log.warning("no boxes= file and no detector weights in %s: %s", cache, whole)
 
     source = model_config(cfg)
     predictor = Predictor.from_config(
@@ -274,7 +290,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     writer = open_writer(vis_path, capture, canvas.shape)
                 writer.write(canvas)
             else:
-                target = vis_dir / vis_name(frame.file_name, stems)
+                target = vis_dir / vis_name(frame.file_name, stems, vis_format)
                 if not cv2.imwrite(str(target), canvas):
                     raise OSError(f"{target}: cannot write the image")
     finally:
@@ -329,10 +345,10 @@ def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else many or one + 's'}"
 
 
-def vis_name(file_name: str, stems: list[str]) -> str:
-    """``<stem>.jpg``; ``<file name>.jpg`` when two inputs share the stem (a.jpg, a.png)."""
+def vis_name(file_name: str, stems: list[str], ext: str = "jpg") -> str:
+    """``<stem>.<ext>``; ``<file name>.<ext>`` when two inputs share the stem (a.jpg, a.png)."""
     stem = Path(file_name).stem
-    return f"{file_name if stems.count(stem) > 1 else stem}.jpg"
+    return f"{file_name if stems.count(stem) > 1 else stem}.{ext}"
 
 
 def open_writer(path: Path, capture: cv2.VideoCapture, shape: tuple[int, ...]) -> cv2.VideoWriter:
@@ -346,9 +362,11 @@ def open_writer(path: Path, capture: cv2.VideoCapture, shape: tuple[int, ...]) -
     return writer
 
 
+@with_help("infer")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="infer")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with user_errors("posematch-infer"):
+        run(cfg)
 
 
 if __name__ == "__main__":

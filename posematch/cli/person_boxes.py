@@ -1,5 +1,6 @@
-"""Where the person boxes of ``posematch-infer`` come from: a COCO detection results file, a
-torchvision Faster R-CNN from local weights (never downloaded), or the whole image.
+"""Where the person boxes of ``posematch-infer`` come from: a COCO detection results file or a
+COCO annotation file (its ground-truth person boxes, score 1), a torchvision Faster R-CNN from
+local weights (never downloaded), or the whole image.
 
 Boxes are (N, 4) float64 ``(x, y, w, h)`` in image pixels with (N,) scores, as COCO writes them.
 """
@@ -22,8 +23,35 @@ Boxes = tuple[np.ndarray, np.ndarray]
 Detector = Callable[[np.ndarray], Boxes]
 
 
+def annotation_boxes(coco: dict, path: Path) -> list[dict]:
+    """A COCO annotation file's person boxes as detections of score 1, named by their image's
+    ``file_name`` (crowd regions left out: they are not one person)."""
+    try:
+        names = {int(im["id"]): str(im["file_name"]) for im in coco.get("images", [])}
+        dets = []
+        for ann in coco["annotations"]:
+            if ann.get("iscrowd", 0):
+                continue
+            image_id = int(ann["image_id"])
+            if image_id not in names:
+                raise ValueError(f"annotation {ann.get('id')}: image_id {image_id} not in images")
+            dets.append(
+                {
+                    "file_name": names[image_id],
+                    "category_id": ann.get("category_id", PERSON),
+                    "bbox": ann["bbox"],
+                    "score": 1.0,
+                }
+            )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"boxes={path}: not a usable COCO annotation file ({err})") from err
+    return dets
+
+
 class BoxFile:
-    """Person detections of a COCO results file, looked up by file name or by numeric image id."""
+    """Person boxes of a COCO detection results file (``[{image_id, category_id, bbox, score}]``)
+    or of a COCO annotation file (``{images, annotations}``: the ground-truth boxes, score 1),
+    looked up by file name or by numeric image id."""
 
     def __init__(self, path: str | Path, score_thr: float) -> None:
         self.path = Path(path)
@@ -33,8 +61,13 @@ class BoxFile:
             dets = json.loads(self.path.read_text())
         except (OSError, ValueError) as err:
             raise ValueError(f"boxes={path}: not a readable JSON file ({err})") from err
+        if isinstance(dets, dict) and "annotations" in dets:
+            dets = annotation_boxes(dets, self.path)
         if not isinstance(dets, list):
-            raise ValueError(f"boxes={path}: expected a JSON list of detections")
+            raise ValueError(
+                f"boxes={path}: expected a JSON list of detections or a COCO annotation file "
+                "(images, annotations)"
+            )
         self.by_name: dict[str, list[tuple[list[float], float]]] = {}
         self.by_id: dict[int, list[tuple[list[float], float]]] = {}
         self.used = 0
@@ -158,7 +191,6 @@ def load_detector(cfg: DictConfig, device: torch.device) -> Detector | None:
                 f"detector=torchvision: no weights; set detector_weights=path/to/{names} or put it "
                 f"in {cache} (nothing is downloaded)"
             )
-        log.info("no detector weights in %s: the whole image is one person box", cache)
-        return None
+        return None  # the caller says so, once, with what it does instead
     log.info("person detector: Faster R-CNN from %s", weights)
     return torchvision_detector(weights, device, cfg.det_score_thr)

@@ -24,8 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from posematch import runinfo
 from posematch.cli.common import CONFIG_PATH, TestTimeOptions, flag, resolve_device
+from posematch.cli.help import with_help
 from posematch.cli.run_lock import RunFolderBusy, run_folder_lock
 from posematch.cli.run_record import check_resume, run_info, write_record
+from posematch.cli.user_errors import user_errors
 from posematch.engine import dist
 from posematch.engine.checks import check_geometry
 from posematch.engine.optim import OptimizerSettings
@@ -146,10 +148,12 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str, An
     return summary
 
 
+@with_help("train")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> None:
     try:
-        run(cfg)
+        with user_errors("posematch-train"):
+            run(cfg)
     except Preempted as stop:  # SIGTERM / SIGINT: last.pth holds the step; exit 128 + signal
         log.warning("%s", stop)
         dist.shutdown()

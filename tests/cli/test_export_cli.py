@@ -89,3 +89,8 @@ def test_entry_point_exports_a_run_folder_and_checks_it(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "best.onnx").is_file() and "checked by onnxruntime" in proc.stdout
     assert '"keypoints_equal": true' in proc.stdout
+    # Issue 16 item 5: the exporter's graph passes (onnxscript / onnx_ir, a line per rewrite at
+    # INFO) stay out of the user's output; one line says where the config came from.
+    out = proc.stdout + proc.stderr
+    assert "Replaced initializer" not in out and "unused nodes" not in out, out[-2000:]
+    assert len(out.strip().splitlines()) <= 3, out[-2000:]

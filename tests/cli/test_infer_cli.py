@@ -169,6 +169,36 @@ def test_folder_with_named_images_and_file_name_boxes(tmp_path, checkpoint):
     assert [(r["image_id"], r["file_name"]) for r in _results(out)] == [(0, "a.jpg"), (1, "b.png")]
 
 
+def test_a_coco_annotation_file_gives_its_person_boxes_and_png_on_request(tmp_path, checkpoint):
+    # Issue 16 item 7: the ground-truth boxes of an annotation file as the box source (score 1,
+    # crowd regions left out), and PNG drawings with vis_format=png.
+    ann_file = COCO_DIR / "test_coco.json"
+    coco = json.loads(ann_file.read_text())
+    coco["annotations"][0]["iscrowd"] = 1  # image 785's only person becomes a crowd region
+    edited = tmp_path / "gt.json"
+    edited.write_text(json.dumps(coco))
+    out = tmp_path / "out"
+    summary = run(_cfg(checkpoint, COCO_DIR, out, f"boxes={edited}", "vis_format=png"))
+    expected = Counter(a["image_id"] for a in coco["annotations"] if not a["iscrowd"])
+    assert Counter(r["image_id"] for r in _results(out)) == expected
+    assert summary["people"] == len(coco["annotations"]) - 1
+    names = sorted(p.name for p in (out / "vis").iterdir())
+    assert names == sorted(p.stem + ".png" for p in COCO_DIR.glob("*.jpg"))
+    with (out / "vis" / names[0]).open("rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # Instance score = box score 1 x mean of the keypoint scores above 0.2 (official rescoring).
+    for r in _results(out):
+        kept = np.array(r["keypoints"][2::3])
+        kept = kept[kept > 0.2]
+        assert r["score"] == pytest.approx(kept.mean() if kept.size else 0.0, rel=1e-9)
+    with pytest.raises(ValueError, match="vis_format='gif'"):
+        run(_cfg(checkpoint, COCO_DIR, tmp_path / "gif", "vis_format=gif"))
+    del coco["annotations"][1]["bbox"]
+    edited.write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match=f"boxes={edited}: not a usable COCO annotation file"):
+        run(_cfg(checkpoint, COCO_DIR, tmp_path / "bad", f"boxes={edited}"))
+
+
 def write_clip(path: Path, frames: int) -> Path:
     """An MJPG clip of the sample image at 320x212, shifted 10 px a frame."""
     frame = cv2.resize(cv2.imread(str(IMAGE)), (320, 212))
