@@ -28,6 +28,7 @@ the figure is still written and the exit status is 1; it is 2 when no run is lef
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -39,6 +40,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from scipy.stats import spearmanr
 
 
@@ -161,7 +163,17 @@ def table(curve: Curve, loss_key: str, metric: str) -> str:
     return "\n".join(lines)
 
 
+def percent_scale(curves: list[Curve]) -> float:
+    """100 when every metric value is a fraction (AP, AR, PCKh as the evaluators give them), so
+    the figure reads in percent like the tables; else 1 (a metric in other units)."""
+    values = np.concatenate([c.val_metric for c in curves])
+    return 100.0 if values.size and ((values >= 0) & (values <= 1)).all() else 1.0
+
+
 def plot(curves: list[Curve], loss_key: str, metric: str) -> plt.Figure:
+    scale = percent_scale(curves)
+    shown = f"{metric} (%)" if scale == 100 else metric
+    curves = [dataclasses.replace(c, val_metric=c.val_metric * scale) for c in curves]
     fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
     ax_metric = ax_loss.twinx()
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -182,15 +194,16 @@ def plot(curves: list[Curve], loss_key: str, metric: str) -> plt.Figure:
             ax.annotate(str(e), (xe, ye), xytext=(4, 3), textcoords="offset points", fontsize=7)
         ax_loss.plot(c.epochs, c.loss / c.first_loss, "-", color=colour, label=f"{c.label}: loss")
         ax_metric.plot(c.val_epochs, c.val_metric, "--", marker=marker, color=colour,
-                       label=f"{c.label}: {metric}")  # fmt: skip
+                       label=f"{c.label}: {shown}")  # fmt: skip
     ax.set_xlabel(f"{loss_key} / its first-epoch value (per run)")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(shown)
     ax.set_title(f"{metric} against training loss (numbers: epoch)")
     ax.legend(fontsize=7, loc="best")
-    fig.colorbar(scatter, ax=ax, label="epoch")
+    bar = fig.colorbar(scatter, ax=ax, label="epoch")
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel(f"{loss_key} / its first-epoch value (solid)")
-    ax_metric.set_ylabel(f"{metric} (dashed)")
+    ax_metric.set_ylabel(f"{shown} (dashed)")
     ax_loss.set_title("against epoch")
     handles = ax_loss.get_legend_handles_labels()
     more = ax_metric.get_legend_handles_labels()

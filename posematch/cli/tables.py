@@ -91,6 +91,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Why a table has nothing to show.
+EMPTY = {
+    1: "no run on COCO val (or other data scored like it) among the runs given",
+    2: "no posematch-eval run on COCO test-dev among the runs given",
+    3: "no run on MPII val among the runs given",
+    4: "no matching-loss run with a loss.demanders other than the default",
+    5: "no matching-loss run with a loss.max_iters other than the default",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``posematch-tables``; 0 on success, 1 on an unreadable run."""
     args = parse_args(argv)
@@ -101,8 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TablesError as err:
         print(f"posematch-tables: error: {err}", file=sys.stderr)
         return 1
-    print("\n".join(to_markdown(t) for parts in tables.values() for t in parts), end="")
-    for path in write_tables(tables, args.format, args.out):
+    shown = {n: [t for t in parts if t.has_results()] for n, parts in tables.items()}
+    for number, parts in shown.items():
+        if not parts:
+            print(
+                f"posematch-tables: Table {number}: {EMPTY[number]}; not printed", file=sys.stderr
+            )
+    shown = {n: parts for n, parts in shown.items() if parts}
+    print("\n".join(to_markdown(t) for parts in shown.values() for t in parts), end="")
+    for path in write_tables(shown, args.format, args.out):
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -249,10 +249,15 @@ def run_header(
         steps = min(steps, settings.max_steps_per_epoch)
     # Map-style datasets (torch's stubs leave __len__ out of Dataset).
     val = "no validation" if validation is None else f"{len(cast(Sized, validation.dataset))} val"
+    # The configured lr: a scheduler keeps it as initial_lr while the warm-up lowers "lr".
+    group = optimizer.param_groups[0]
+    lr = f"lr {group.get('initial_lr', group['lr']):.3g}"
+    if settings.warmup_iters > 0:
+        lr += f" (warm-up x{settings.warmup_ratio:g} -> x1 over {settings.warmup_iters} steps)"
     return (
         f"training on {device} x{processes}: {len(cast(Sized, train_set))} train samples, {val}; "
         f"{params:,} parameters; batch {settings.batch_size} x {processes} process(es) = "
-        f"{settings.batch_size * processes}; lr {optimizer.param_groups[0]['lr']:.3g}; "
+        f"{settings.batch_size * processes}; {lr}; "
         f"{settings.epochs} epochs of {steps} steps; {settings.num_workers} loader workers"
     )
 

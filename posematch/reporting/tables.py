@@ -80,6 +80,10 @@ class Table:
     family: str
     notes: list[str] = field(default_factory=list)
 
+    def has_results(self) -> bool:
+        """Whether any row shows a run (a table of missing cells only is not worth printing)."""
+        return any(row.result is not None for group in self.groups for row in group)
+
 
 CellKey = tuple[str, str, Setting, Loss]
 
@@ -142,7 +146,7 @@ def gain(after: str | None, before: str | None) -> str | None:
 PAIRED = {
     1: ("val", "coco", "COCO val2017"),
     2: ("test-dev", "coco", "COCO test-dev2017"),
-    3: ("val", "mpii", "MPII val, PCKh@0.5"),
+    3: ("val", "mpii", "MPII val"),
 }
 
 

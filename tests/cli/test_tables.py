@@ -222,7 +222,7 @@ def test_table3_mpii_columns_in_the_papers_order(tmp_path, capsys):
     kwargs = {"dataset": "mpii", "model": "simplebaseline_r152", "size": (256, 256)}
     write_run(tmp_path / "mse", loss="mse", records=[val_record(140, base, MPII_KEYS)], **kwargs)
     write_run(tmp_path / "ours", records=[val_record(140, ours, MPII_KEYS)], **kwargs)
-    _, out, _ = run_main([tmp_path, "--table", "1", "3", "--out", tmp_path / "t"], capsys)
+    _, out, err = run_main([tmp_path, "--table", "1", "3", "--out", tmp_path / "t"], capsys)
     assert table_lines(out, 3)[:5] == [
         "| Backbone | Input | Loss | Hea | Sho | Elb | Wri | Hip | Kne | Ank | Mean |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -235,7 +235,12 @@ def test_table3_mpii_columns_in_the_papers_order(tmp_path, capsys):
         "| HRNet-W32",
         "| HRNet-W48",
     ]
-    assert len(table_lines(out, 1)) == 2 + 4 * 3  # MPII runs add no COCO rows
+    caption = out.split("**Table 3.**", 1)[1].splitlines()[0]
+    assert caption.startswith(" MPII val, PCKh@0.5 (%): the MSE baseline, the matching loss")
+    assert caption.count("PCKh@0.5") == 1  # it said "MPII val, PCKh@0.5, PCKh@0.5 (%)"
+    # MPII runs add no COCO rows: Table 1, all missing cells, is not printed (issue 16 item 7).
+    assert "**Table 1.**" not in out
+    assert "Table 1: no run on COCO val (or other data scored like it)" in err
 
 
 @pytest.fixture
@@ -285,15 +290,21 @@ def test_ablation_tables_4_and_5_from_sweep_directories(sweeps, capsys):
         missing("hrnet_small (synthetic) | 128x96 | Gain"),
     ]
     assert rows[5] == missing("HRNet-W32 | 384x288 | MSE")
+    # Tables 2 and 3 (no test-dev, no MPII run) are neither printed nor written.
     assert sorted(p.name for p in (sweeps / "t").iterdir()) == [
-        f"table{n}.{ext}" for n in range(1, 6) for ext in ("md", "tex")
+        f"table{n}.{ext}" for n in (1, 4, 5) for ext in ("md", "tex")
     ]
+    assert "**Table 2.**" not in out and "**Table 3.**" not in out
 
 
 def test_ablation_table_without_ablation_runs_says_so(coco_runs, tmp_path, capsys):
-    _, out, _ = run_main([coco_runs, "--table", "4", "--out", tmp_path / "t"], capsys)
-    assert len(table_lines(out, 4)) == 2
-    assert "No matching-loss run with a loss.demanders other than the default." in out
+    code, out, err = run_main([coco_runs, "--table", "4", "--out", tmp_path / "t"], capsys)
+    assert code == 0 and out == ""
+    assert (
+        "Table 4: no matching-loss run with a loss.demanders other than the default; not printed"
+        in err
+    )
+    assert not (tmp_path / "t" / "table4.md").exists()
 
 
 def test_latex_has_the_tabular_structure_and_escapes(coco_runs, sweeps, capsys):
@@ -339,15 +350,12 @@ def test_installed_entry_point_writes_the_files(coco_runs, tmp_path):
         [str(c) for c in cmd], capture_output=True, text=True, timeout=300, check=False
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == [
-        "table1.md",
-        "table1.tex",
-        "table3.md",
-        "table3.tex",
-    ]
-    assert proc.stdout == (out / "table1.md").read_text() + "\n" + (out / "table3.md").read_text()
+    # COCO runs only: Table 3 (MPII) has nothing to show and is not written.
+    assert sorted(p.name for p in out.iterdir()) == ["table1.md", "table1.tex"]
+    assert proc.stdout == (out / "table1.md").read_text()
     assert "| HRNet-W32 | 384x288 | Gain | +1.2 | +0.7 | +1.3 | -0.3 | +1.1 | +1.1 |" in proc.stdout
-    assert f"wrote {out / 'table3.tex'}" in proc.stderr
+    assert f"wrote {out / 'table1.tex'}" in proc.stderr
+    assert "Table 3: no run on MPII val among the runs given; not printed" in proc.stderr
 
 
 def test_a_run_without_validation_is_missing_with_a_warning(tmp_path, capsys, caplog):

@@ -30,6 +30,16 @@ def test_the_log_has_a_header_and_informative_progress_lines(tmp_path, caplog):
         "batch 4 x 1 process(es) = 4; lr 0.05; 2 epochs of 6 steps; 0 loader workers"
     )
     assert header in lines
+    # With a warm-up the header gives the configured lr, not the warm-up's first (issue 16).
+    caplog.clear()
+    warm = TrainerSettings(epochs=1, batch_size=4, num_workers=0, warmup_iters=3, warmup_ratio=0.01)
+    with caplog.at_level(logging.INFO, logger="posematch.train"):
+        fit(tiny_model(), SinkhornMatchingLoss(), data, OptimizerSettings(torch.optim.SGD, lr=0.05),
+            warm, RunFolder(tmp_path / "warm"), torch.device("cpu"))  # fmt: skip
+    assert any(
+        "; lr 0.05 (warm-up x0.01 -> x1 over 3 steps); 1 epochs of 6 steps" in r.getMessage()
+        for r in caplog.records
+    )
     progress = [x for x in lines if x.startswith("epoch 1 ") and "/6 loss" in x]
     assert len(progress) == 6  # log_every=1
     assert re.fullmatch(

@@ -214,6 +214,22 @@ def test_loss_vs_localisation_runs_without_validation_are_named(tmp_path):
     assert mod.main(["--runs", str(tmp_path / "none"), "--out", str(out)]) == 2
 
 
+def test_loss_vs_localisation_figure_reads_in_percent_with_whole_epochs(tmp_path):
+    # Issue 16 item 7: AP in percent like the tables, the epoch colour bar in integers.
+    mod = _script("plot_loss_vs_localisation")
+    a, b, _ = _loss_runs(tmp_path)
+    curves = [mod.load_curve(str(r), None, "train_loss", "val/AP") for r in (a, b)]
+    fig = mod.plot(curves, "train_loss", "val/AP")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "val/AP (%)"
+    plotted = np.concatenate([line.get_ydata() for line in ax.get_lines()])
+    assert sorted(set(np.round(plotted, 6))) == [10.0, 20.0, 30.0, 40.0, 50.0]
+    bar = next(a for a in fig.axes if a.get_ylabel() == "epoch")
+    ticks = [t for t in bar.get_yticks() if bar.get_ylim()[0] <= t <= bar.get_ylim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert curves[0].val_metric.max() == pytest.approx(0.5)  # the data is not changed
+
+
 def test_spearman_needs_three_points():
     mod = _script("plot_loss_vs_localisation")
     assert mod.spearman(np.array([2.0, 1.0]), np.array([0.1, 0.2])) == (None, "n/a (n=2 < 3)")
