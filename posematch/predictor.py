@@ -19,7 +19,6 @@ classes of ``TRUSTED_TARGETS`` are instantiated from it unless ``trust_config``.
 
 from __future__ import annotations
 
-import copy
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,13 +31,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from posematch.build import build_run
 from posematch.data.boxes import box_to_center_scale
 from posematch.data.topdown import decode_image
 from posematch.draw import draw_pose
 from posematch.engine import checkpoint
 from posematch.engine.checks import check_geometry
 from posematch.inference import decode_to_image, predict_heatmaps
-from posematch.models.checkpoints import load_checkpoint
 from posematch.types import Codec
 
 # conf/ sits beside the package in the source tree (editable install).
@@ -135,27 +134,6 @@ def saved_config(run_dir: str | Path, trust: bool = False) -> DictConfig:
                 "you wrote this file yourself, pass trust_config=true"
             )
     return cfg
-
-
-def checkpoint_holds_every_weight(model_cfg: DictConfig) -> None:
-    """Drop a model config's weight sources (``pretrained``: the ImageNet start; ``init_from``: the
-    fine-tune start) in place: a trained checkpoint replaces them, and their files need not exist
-    where the checkpoint is used."""
-    for key in ("pretrained", "init_from"):
-        if model_cfg.get(key) is not None:
-            model_cfg[key] = None
-
-
-def trained_model(cfg: DictConfig, checkpoint: str | Path) -> torch.nn.Module:
-    """``cfg.model`` instantiated with the weights of ``checkpoint`` (``weights_only``, strict), in
-    eval mode on the CPU; the ImageNet start of the config is skipped (the checkpoint has it all)."""
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint={checkpoint}: file not found")
-    model_cfg = copy.deepcopy(cfg.model)
-    checkpoint_holds_every_weight(model_cfg)
-    model = instantiate(model_cfg)
-    load_checkpoint(model, checkpoint)
-    return model.eval()
 
 
 def run_test_time(cfg: DictConfig) -> tuple[bool, bool]:
@@ -269,13 +247,13 @@ class Predictor:
         batch_size: int = 32,
     ) -> Predictor:
         """From a config holding ``model``, ``codec`` and ``data`` (``spec``, ``val.pipeline``)."""
-        spec = instantiate(cfg.data.spec)
+        run = build_run(cfg, checkpoint, flip=flip, shift=shift)
         return cls(
-            trained_model(cfg, checkpoint),
-            instantiate(cfg.codec),
+            run.model,
+            run.codec,
             instantiate(cfg.data.val.pipeline, train=False),
-            spec.flip_permutation() if flip else None,
-            shift,
+            run.test_time.flip_perm,
+            run.test_time.shift,
             device,
             batch_size,
         )

@@ -14,7 +14,7 @@ usually relative (``data/synthetic``), and relative paths are read from the curr
 
 One row per run (labelled by the loss of its saved ``.hydra/config.yaml`` and the run folder), one
 column for the input crop and one per joint. Each run is rebuilt from its saved config
-(``posematch.predictor.saved_config`` / ``trained_model``; weights from ``best.pth``, else
+(``posematch.predictor.saved_config`` / ``posematch.build.build_run``; weights from ``best.pth``, else
 ``last.pth``) with its own validation set (``data.val``) and codec, so the crop is exactly what that
 run's network was fed. A joint panel shows the joint's heatmap blended over the crop with its own
 colour bar, the ground-truth keypoint (green circle; labelled joints inside the heatmap only) and the
@@ -52,8 +52,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from posematch.build import build_run
 from posematch.inference import predict_heatmaps
-from posematch.predictor import run_test_time, saved_config, trained_model
+from posematch.predictor import run_test_time, saved_config
 
 PARTS = ("wrist", "elbow", "knee", "ankle")  # default joints: one of each, the labelled side first
 LOSS_NAMES = {"SinkhornMatchingLoss": "matching loss", "JointsMSELoss": "MSE"}
@@ -113,13 +114,10 @@ def load_run(run_dir: str | Path, choice: str, data_root: str | None, device: st
                 f"are read from the current directory {Path.cwd()}: run from the repository root "
                 "or pass --data-root)"
             )
-    if cfg.model.get("pretrained") is not None:
-        cfg.model.pretrained = None  # the ImageNet file is not needed: the checkpoint replaces it
     checkpoint = checkpoint_of(run_dir, choice)
-    model = trained_model(cfg, checkpoint).to(device)
-    codec = instantiate(cfg.codec)
+    built = build_run(cfg, checkpoint)
+    model, codec, spec = built.model.to(device), built.codec, built.spec
     dataset = instantiate(cfg.data.val)
-    spec = instantiate(cfg.data.spec)
     label = f"{loss_label(cfg)}\n{run_dir.name}"
     return Run(run_dir, cfg, checkpoint, model, codec, dataset, spec, label)
 

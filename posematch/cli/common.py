@@ -1,6 +1,6 @@
-"""Shared pieces of the command-line entry points: where the configs live and device choice. Loading
-a trained run (its saved config, checked, and its checkpoint) lives in ``posematch.predictor``,
-re-exported here for the commands."""
+"""Shared pieces of the command-line entry points: where the configs live, device choice, the
+boolean and test-time options, and the output folder. Loading a trained run (its saved config,
+checked) lives in ``posematch.predictor``; building its parts in ``posematch.build``."""
 
 from __future__ import annotations
 
@@ -11,15 +11,6 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
-
-from posematch.predictor import (  # noqa: F401  (the commands' imports)
-    TRUSTED_TARGETS,
-    checkpoint_holds_every_weight,
-    run_test_time,
-    saved_config,
-    trained_model,
-    untrusted_targets,
-)
 
 # conf/ sits beside the package in the source tree (editable install). Elsewhere, pass
 # --config-dir /path/to/conf on the command line.

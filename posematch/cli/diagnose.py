@@ -22,20 +22,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from posematch.cli.common import (
-    CONFIG_PATH,
-    checkpoint_holds_every_weight,
-    flag,
-    resolve_device,
-    run_test_time,
-    saved_config,
-    trained_model,
-)
+from posematch.build import build_run
+from posematch.cli.common import CONFIG_PATH, flag, resolve_device
 from posematch.cli.help import with_help
 from posematch.cli.user_errors import user_errors
-from posematch.engine.checks import check_geometry
 from posematch.engine.diagnose import diagnose
 from posematch.evaluation.diagnosis import markdown
+from posematch.predictor import run_test_time, saved_config
 
 SPLITS = ("val", "test")
 
@@ -89,7 +82,6 @@ def run(cfg: DictConfig) -> dict:
     train_cfg.output_dir = str(out_dir)
     if cfg.data_root is not None:
         train_cfg.data.root = str(cfg.data_root)
-    checkpoint_holds_every_weight(train_cfg.model)
     select_split(train_cfg, cfg.split)
     if cfg.get("score") is not None:
         if "score" not in train_cfg.codec:
@@ -104,22 +96,16 @@ def run(cfg: DictConfig) -> dict:
             )
     local = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = resolve_device(cfg.device, local)
-    model = trained_model(train_cfg, checkpoint).to(device)
-    codec = instantiate(train_cfg.codec)
-    geometry = codec.geometry
-    check_geometry(
-        model, geometry.input_size, geometry.heatmap_size, train_cfg.data.get("num_keypoints")
-    )
-    dataset = instantiate(train_cfg.data.val)
-    spec = instantiate(train_cfg.data.spec)
-    evaluator = instantiate(train_cfg.data.evaluator, results_name="diagnosis_results.json")
     flip, shift = run_test_time(train_cfg)
+    run = build_run(train_cfg, checkpoint, flip=flip, shift=shift)
+    dataset = instantiate(train_cfg.data.val)
+    evaluator = instantiate(train_cfg.data.evaluator, results_name="diagnosis_results.json")
     report = diagnose(
-        model,
+        run.model.to(device),
         dataset,
-        codec,
+        run.codec,
         evaluator,
-        spec,
+        run.spec,
         device,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from posematch import runinfo
+from posematch.build import build_run
 from posematch.cli.common import (
     CONFIG_PATH,
     TestTimeOptions,
@@ -33,11 +34,9 @@ from posematch.cli.help import with_help
 from posematch.cli.run_record import model_name, run_info
 from posematch.cli.user_errors import user_errors
 from posematch.engine import dist
-from posematch.engine.checks import check_geometry
 from posematch.engine.evaluate import evaluate
 from posematch.evaluation.report import markdown_row
-from posematch.models.checkpoints import load_checkpoint
-from posematch.predictor import checkpoint_holds_every_weight, trained_config
+from posematch.predictor import trained_config
 
 log = logging.getLogger("posematch.eval")
 
@@ -60,7 +59,6 @@ def adopt_trained_config(cfg: DictConfig) -> DictConfig | None:
         )
     with open_dict(cfg):
         cfg.model = copy.deepcopy(source.model)
-        checkpoint_holds_every_weight(cfg.model)
         cfg.codec = copy.deepcopy(source.codec)
         for key in ("input_size", "heatmap_size", "num_keypoints"):
             if key in source.data:
@@ -99,25 +97,21 @@ def run(cfg: DictConfig) -> dict | None:
     device = resolve_device(cfg.device, dist.init())
     out_dir = Path(cfg.output_dir)
     adopted = adopt_trained_config(cfg)
-    model = instantiate(cfg.model)
-    report = load_checkpoint(model, cfg.checkpoint)
-    log.info("loaded %s: %s", cfg.checkpoint, report.describe())
-    codec = instantiate(cfg.codec)
-    geometry = codec.geometry
-    check_geometry(model, geometry.input_size, geometry.heatmap_size, cfg.data.get("num_keypoints"))
+    run = build_run(cfg, cfg.checkpoint, flip=test.flip, shift=test.shift)
+    assert run.load is not None  # built from a checkpoint
+    log.info("loaded %s: %s", cfg.checkpoint, run.load.describe())
     dataset = instantiate(cfg.data.val)
     evaluator = instantiate(cfg.data.evaluator)
-    spec = instantiate(cfg.data.spec)
     metrics = evaluate(
-        model.to(device),
+        run.model.to(device),
         dataset,
-        codec,
+        run.codec,
         evaluator,
         device,
         batch_size=test.batch_size,
         num_workers=test.num_workers,
-        flip_perm=spec.flip_permutation() if test.flip else None,
-        shift=test.shift,
+        flip_perm=run.test_time.flip_perm,
+        shift=run.test_time.shift,
     )
     if metrics is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

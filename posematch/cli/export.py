@@ -22,13 +22,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from posematch.cli.common import CONFIG_PATH, flag, trained_model
+from posematch.build import build_run
+from posematch.cli.common import CONFIG_PATH, flag
 from posematch.cli.help import with_help
 from posematch.cli.infer import model_config, read_image
 from posematch.cli.person_boxes import whole_image
 from posematch.cli.user_errors import user_errors
 from posematch.data.boxes import box_to_center_scale
-from posematch.engine.checks import check_geometry
 from posematch.export import check_onnx, export_onnx
 
 log = logging.getLogger("posematch.export")
@@ -55,12 +55,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not Path(cfg.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: file not found")
     source = model_config(cfg)
-    model = trained_model(source, cfg.checkpoint)
-    codec = instantiate(source.codec)
-    geometry = codec.geometry
-    check_geometry(
-        model, geometry.input_size, geometry.heatmap_size, source.data.get("num_keypoints")
-    )
+    run = build_run(source, cfg.checkpoint, flip=False)
+    model, codec, geometry = run.model, run.codec, run.codec.geometry
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_suffix(".onnx")
     used = codec if cfg.decoder else None
     export_onnx(model, out, geometry.input_size, used, opset=int(cfg.opset))

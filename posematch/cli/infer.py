@@ -62,7 +62,7 @@ from posematch.cli.user_errors import user_errors
 from posematch.data.topdown import BadRecordError, decode_image
 from posematch.draw import draw_pose
 from posematch.evaluation.coco import rescore, results_list, write_results
-from posematch.predictor import Predictor, checkpoint_holds_every_weight, trained_config
+from posematch.predictor import Predictor, trained_config
 
 log = logging.getLogger("posematch.infer")
 
@@ -164,9 +164,7 @@ def model_config(cfg: DictConfig) -> DictConfig:
     trained, where = trained_config(cfg.checkpoint, trust=flag(cfg, "trust_config"))
     if trained is not None:
         log.info("model, codec and data config from %s", where)
-    source = copy.deepcopy(trained if trained is not None else cfg)
-    checkpoint_holds_every_weight(source.model)
-    return source
+    return copy.deepcopy(trained if trained is not None else cfg)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

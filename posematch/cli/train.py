@@ -23,13 +23,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from posematch import runinfo
+from posematch.build import build_run
 from posematch.cli.common import CONFIG_PATH, TestTimeOptions, flag, resolve_device
 from posematch.cli.help import with_help
 from posematch.cli.run_lock import RunFolderBusy, run_folder_lock
 from posematch.cli.run_record import check_resume, run_info, write_record
 from posematch.cli.user_errors import user_errors
 from posematch.engine import dist
-from posematch.engine.checks import check_geometry
 from posematch.engine.optim import OptimizerSettings
 from posematch.engine.settings import RunFolder, Validation
 from posematch.engine.signals import Preempted
@@ -42,20 +42,17 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     """Every object of the run, validated before training starts."""
     settings = instantiate(cfg.trainer)
     torch.manual_seed(settings.seed)  # identical initial weights on every rank
-    model = instantiate(cfg.model)
+    test = TestTimeOptions.from_config(cfg.test)
+    run = build_run(cfg, flip=test.flip, shift=test.shift)
     loss_fn = instantiate(cfg.loss)
-    codec = instantiate(cfg.codec)
+    codec = run.codec
     if getattr(loss_fn, "target_kind", None) != getattr(codec, "target_kind", None):
         raise ValueError(
             f"codec={type(codec).__name__} makes {codec.target_kind!r} targets but "
             f"loss={type(loss_fn).__name__} needs {loss_fn.target_kind!r}: pick a matching codec "
             "(codec=dots for the matching loss, codec=gaussian for mse)"
         )
-    geometry = codec.geometry
-    check_geometry(model, geometry.input_size, geometry.heatmap_size, cfg.data.get("num_keypoints"))
     train_set = instantiate(cfg.data.train)
-    spec = instantiate(cfg.data.spec)
-
     optim = OptimizerSettings(
         make=instantiate(cfg.optim.optimizer),
         lr=cfg.optim.optimizer.lr,
@@ -65,18 +62,17 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         lr_mult=dict(cfg.optim.get("lr_mult") or {}),
     )
     validation = None
-    test = TestTimeOptions.from_config(cfg.test)
     if flag(cfg, "validate", True):
         validation = Validation(
             dataset=instantiate(cfg.data.val),
             codec=codec,
             evaluator=instantiate(cfg.data.evaluator),
-            flip_perm=spec.flip_permutation() if test.flip else None,
-            shift=test.shift,
+            flip_perm=run.test_time.flip_perm,
+            shift=run.test_time.shift,
         )
     return {
         "settings": settings,
-        "model": model,
+        "model": run.model,
         "loss_fn": loss_fn,
         "train_set": train_set,
         "optim": optim,

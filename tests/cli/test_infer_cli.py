@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pycocotools.coco import COCO
 
-from posematch.cli.common import trained_model
+from posematch.build import build_run
 from posematch.cli.infer import run
 from posematch.cli.person_boxes import find_detector_weights, torchvision_weight_files
 from posematch.draw import CENTRE, LEFT, draw_pose, line_thickness
@@ -135,7 +135,7 @@ def test_detection_boxes_give_one_result_per_person_box(tmp_path, checkpoint):
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=Batch.collate)
     perm = COCO_SPEC.flip_permutation()
-    model = trained_model(cfg, checkpoint)
+    model = build_run(cfg, checkpoint).model
     (pred,) = list(predict_loader(model, loader, instantiate(cfg.codec), flip_perm=perm))
     for image_id in expected:
         ours = np.array([r["keypoints"] for r in results if r["image_id"] == image_id])

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from posematch.cli.common import saved_config
+from posematch.predictor import saved_config
 from tests.conftest import REPO, SHARED_DATA
 
 MARKER_CODE = "open({path!r}, 'w').write('code ran')"
@@ -76,7 +76,7 @@ def test_the_real_configs_are_trusted():
 
     from hydra import compose, initialize_config_dir
 
-    from posematch.cli.common import untrusted_targets
+    from posematch.predictor import untrusted_targets
 
     every = sorted(str(Path(p).relative_to(REPO / "conf" / "experiment").with_suffix(""))
                    for p in glob.glob(str(REPO / "conf" / "experiment" / "*" / "*.yaml")))  # fmt: skip
