@@ -45,7 +45,7 @@ def test_a_checkpoint_replaces_the_configs_weight_sources(tmp_path):
     assert run.load is not None and not run.model.training
     for name, value in model.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], value), name
-    with pytest.raises(FileNotFoundError, match="checkpoint=.*nope.pth: file not found"):
+    with pytest.raises(FileNotFoundError, match=r"checkpoint=.*nope\.pth: file not found"):
         build_run(cfg, tmp_path / "nope.pth")
 
 
