@@ -35,8 +35,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from posematch.engine.loaders import train_loader
 from posematch.engine.optim import OptimizerSettings
-from posematch.engine.trainer import train_loader
 from posematch.synthetic import generate
 from posematch.types import Batch
 

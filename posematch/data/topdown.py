@@ -176,6 +176,16 @@ class TopDownDataset(Dataset):
         """Draw the next items' augmentations for ``epoch``, in this process and every worker."""
         self._epoch.fill_(int(epoch))
 
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        """The spec's joint names, in channel order."""
+        return tuple(self.pipeline.spec.names)
+
+    @property
+    def channels(self) -> str:
+        """The channel order of the image tensors: ``"rgb"`` or ``"bgr"``."""
+        return self.pipeline.color
+
     def skipped(self) -> int:
         """Records skipped so far: malformed at load time plus unreadable images (each once)."""
         return len(self.bad_records) + int(self._bad_image.sum())

@@ -41,6 +41,7 @@ RESUME_KEYS = (
     "model",
     "optimizer",
     "scheduler",
+    "warmup",
     "scaler",
     "epoch",
     "step",
@@ -75,8 +76,9 @@ def load_resume_state(path: str | Path, map_location: str | torch.device = "cpu"
     missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(
-            f"resume={path}: not a posematch training checkpoint (no {', '.join(missing)}); a file "
-            "of weights alone starts a run through model.pretrained, not resume"
+            f"resume={path}: not a training checkpoint of this posematch version (no "
+            f"{', '.join(missing)}): an older version's last.pth cannot resume (start the run "
+            "anew), and a file of weights alone starts a run through model.init_from"
         )
     return state
 

@@ -73,6 +73,20 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over the ranks in place (every rank gets the total); itself in one process."""
+    if is_distributed():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum over the ranks, in place; itself in one process."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
 class ShardSampler(Sampler[int]):
     """Indices rank, rank + world, ... of ``range(length)``: every index on exactly one rank."""
 

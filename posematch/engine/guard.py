@@ -79,9 +79,8 @@ class DeadHeatmapGuard:
         if weights is None:
             weights = torch.ones(heatmaps.shape[:2], device=heatmaps.device)
         share = dead_share(heatmaps, weights)
-        if dist.is_distributed():  # every rank decides on the same number
-            torch.distributed.all_reduce(share)
-            share /= dist.world_size()
+        # Every rank decides on the same number: the mean over the ranks.
+        share = dist.all_reduce_sum(share) / dist.world_size()
         value = float(share)
         self.step += 1
         self._watch(value)

@@ -72,6 +72,4 @@ class StopFlag:
         """The signal to stop on, the same on every rank (the largest any rank received)."""
         if not dist.is_distributed():
             return self.signum
-        flag = torch.tensor([self.signum], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag.item())
+        return int(dist.all_reduce_max(torch.tensor([self.signum], device=device)).item())

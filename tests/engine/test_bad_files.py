@@ -56,7 +56,9 @@ def test_foreign_and_lying_safetensors_are_named(tmp_path):
 
 def test_resume_from_a_bare_state_dict_says_what_it_is(tmp_path, weights):
     data = synthetic_set(tmp_path / "synthetic")
-    with pytest.raises(ValueError, match=f"resume={weights}: not a posematch training checkpoint"):
+    with pytest.raises(
+        ValueError, match=f"resume={weights}: not a training checkpoint of this posematch version"
+    ):
         _fit(tmp_path / "run", data, epochs=1, resume=str(weights))
 
 

@@ -46,19 +46,19 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
-def test_checkpoint_from_before_the_torch_warmup_resumes_mid_warmup(tmp_path):
-    # Such a checkpoint holds the schedule's rate without the warm-up factor and no "warmup" entry.
+def test_a_checkpoint_of_an_older_version_is_refused_by_name(tmp_path):
+    # Issue 14 removed the shims for last.pth files from before the torch warm-up (no "warmup"
+    # entry, replayed) and before the loss statistics (an "iters_sum" partial): refused, named.
     data = synthetic_set(tmp_path / "synthetic")
-    whole = _fit(tmp_path / "whole", data, epochs=3, warmup_iters=8)
-    _fit(tmp_path / "split", data, epochs=2, warmup_iters=8)
-    state = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
+    _fit(tmp_path / "split", data, epochs=1, warmup_iters=8)
+    path = tmp_path / "split" / "last.pth"
+    state = torch.load(path, weights_only=True)
     del state["warmup"]
-    state["optimizer"]["param_groups"][0]["lr"] = 1e-3  # 1e-2 x 0.1 after the milestone at 2
-    checkpoint.atomic_save(state, tmp_path / "split" / "last.pth")
-    resumed = _fit(tmp_path / "split", data, epochs=3, resume="auto", warmup_iters=8)
-    assert resumed["history"] == pytest.approx(whole["history"], rel=1e-5)
-    lr = checkpoint.load(tmp_path / "split" / "last.pth")["optimizer"]["param_groups"][0]["lr"]
-    assert lr == pytest.approx(1e-3, rel=1e-12)  # the warm-up ended at step 8, in epoch 3
+    checkpoint.atomic_save(state, path)
+    with pytest.raises(
+        ValueError, match=r"not a training checkpoint of this posematch version \(no warmup\)"
+    ):
+        _fit(tmp_path / "split", data, epochs=2, resume="auto", warmup_iters=8)
 
 
 def test_training_lowers_the_loss(tmp_path):
@@ -287,23 +287,3 @@ def test_best_pth_holds_the_weights_of_the_epoch_with_the_best_monitored_metric(
     last = torch.load(tmp_path / "four" / "last.pth", weights_only=True)["model"]
     assert all(torch.equal(v, second[k]) for k, v in best.items())
     assert not all(torch.equal(v, last[k]) for k, v in best.items())
-
-
-def test_a_mid_epoch_checkpoint_of_the_older_format_resumes(tmp_path):
-    # Mid-epoch checkpoints written before the loss statistics became a dict carried the Sinkhorn
-    # iterations as "iters_sum": they resume, and the carried sum still counts in the epoch mean.
-    data = synthetic_set(tmp_path / "synthetic")
-    _fit(tmp_path / "run", data, epochs=1)
-    path = tmp_path / "run" / "last.pth"
-    state = torch.load(path, weights_only=True)
-    state["epoch"] = 0  # epoch 1 stopped after its first step, as an older posematch saved it
-    state["partial"] = {"batch": 1, "total": torch.tensor([1.0, 1.0], dtype=torch.float64),
-                        "iters_sum": 3000}  # fmt: skip
-    torch.save(state, path)
-    (tmp_path / "run" / "metrics.jsonl").unlink()
-    _fit(tmp_path / "run", data, epochs=1, resume="auto")
-    (record,) = [
-        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
-    steps = len(data) // 4  # the epoch's mean: (3000 + the other steps' few iterations) / steps
-    assert 3000 < record["sinkhorn_iters"] * steps < 3000 + 100 * steps
