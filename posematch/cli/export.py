@@ -24,8 +24,9 @@ from omegaconf import DictConfig
 
 from posematch.build import build_run
 from posematch.cli.common import CONFIG_PATH, flag
+from posematch.cli.frames import read_image
 from posematch.cli.help import with_help
-from posematch.cli.infer import model_config, read_image
+from posematch.cli.infer import model_config
 from posematch.cli.person_boxes import whole_image
 from posematch.cli.user_errors import user_errors
 from posematch.data.boxes import box_to_center_scale
