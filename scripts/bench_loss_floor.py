@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from posematch.losses import sinkhorn
+from posematch.losses import solver
 from posematch.losses import threads as loss_threads
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
 
@@ -83,7 +83,7 @@ class Setup:
 
     def _install(self) -> None:
         torch.set_num_threads(self.threads)
-        loss_threads.THREADS = sinkhorn.THREADS = self.policy
+        loss_threads.THREADS = solver.THREADS = self.policy
 
     def step(self) -> None:  # the loss's work only: no copy of the input, no gradient to add to
         self.x.grad = None

@@ -12,8 +12,9 @@ How it is computed, and why:
   dot (a plain kernel exp(-C/reg) underflows in float32 beyond ~87 px). The row factor cancels
   because every iteration ends with the row marginals exact: P_ij = a_i K~_ij v_j / sum_j' K~_ij' v_j'.
   This is the log-domain Sinkhorn in closed form, at the cost of two small products per iteration.
-  On a CPU the scalings and the gradient run in a fused C++ op, one problem at a time with its
-  kernel in cache (``posematch.losses.fused``); batched torch ops on CUDA and as the fallback.
+  How it is made fast sits behind one call, ``posematch.losses.solver.transport_costs``: on a CPU
+  the scalings and the gradient run in a fused C++ op, one problem at a time with its kernel in
+  cache; batched torch ops on CUDA and as the fallback.
 - Iteration semantics follow POT's ``ot.sinkhorn``: the same iterates from the same start (u = 1,
   then v = b / K^T u, u = a / K v, ...), so that after n iterations the plan equals POT's after
   ``numItermax=n``; each joint's problem stops when its column-marginal error ||P^T 1 - b||_2
@@ -49,15 +50,12 @@ Non-finite heatmap values are outside the domain and give NaN, so that training 
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import nn
 
 from posematch.demanders import check_mode, make_demanders
-from posematch.losses.suppliers import suppliers_from_heatmaps
-from posematch.losses.threads import THREADS, intra_op_threads
-from posematch.losses.transport import CostInfo, MatchingCost
+from posematch.losses.solver import transport_costs
 from posematch.types import LossOutput
 
 FLOAT32_TOL_FLOOR = 1e-5
@@ -140,14 +138,7 @@ def sinkhorn_matching_loss(
     dtype = torch.float64 if heatmaps.dtype == torch.float64 else torch.float32
     if dtype == torch.float32 and tol > 0:
         tol = max(tol, FLOAT32_TOL_FLOOR)
-    # On CPU the process's thread policy picks the intra-op threads (posematch.losses.threads).
-    policy = THREADS if heatmaps.device.type == "cpu" else None
-    threads = policy.pick() if policy is not None else None
-    start = time.perf_counter()
-    with (
-        torch.autocast(device_type=heatmaps.device.type, enabled=False),
-        intra_op_threads(threads),
-    ):
+    with torch.autocast(device_type=heatmaps.device.type, enabled=False):
         heatmaps = heatmaps.to(dtype)
         weights = (
             torch.ones(bsz, k, dtype=dtype, device=heatmaps.device)
@@ -159,31 +150,25 @@ def sinkhorn_matching_loss(
         dots = torch.where(used.unsqueeze(-1), keypoints.to(dtype), 0.0).detach()
         positions, masses = make_demanders(dots, demanders)  # (B, K, M, 2), (B, K, M)
         masses = torch.where(masses > torch.finfo(dtype).tiny, masses, 0.0)
-
-        a = suppliers_from_heatmaps(heatmaps, dead_grad, threads).reshape(bsz * k, h * w)
-        info: CostInfo = {"threads": threads}  # MatchingCost's backward uses them too
-        # Solved in heatmap pixels: the plan depends on reg / pixel_size only (module docstring).
-        value = MatchingCost.apply(
-            a,
+        # Suppliers a = relu(H) / sum relu(H), the plan P between a and the demanders, and <C, P>,
+        # all behind one call (posematch.losses.solver). Solved in heatmap pixels: the plan depends
+        # on reg / pixel_size only (module docstring).
+        value, iters = transport_costs(
+            heatmaps.reshape(bsz * k, h, w),
             positions.reshape(bsz * k, -1, 2),
             masses.reshape(bsz * k, -1),
-            (h, w),
             reg / pixel_size,
             max_iters,
             float(tol),
-            info,
+            dead_grad,
         )
         value = torch.where(used, value.reshape(bsz, k) * (weights * pixel_size), 0.0)
-    if policy is not None:  # work: the (P, M, N) passes, ~2 per scaling and ~6 around them
-        work = bsz * k * masses.shape[-1] * h * w
-        assert threads is not None  # the policy's pick
-        policy.record(threads, time.perf_counter() - start, work * (2 * info["iters"] + 6))
 
     if reduction == "sum":
         value = value.sum()
     elif reduction == "batchmean":
         value = value.sum() / bsz
-    return (value, info["iters"]) if return_iters else value
+    return (value, iters) if return_iters else value
 
 
 class SinkhornMatchingLoss(nn.Module):
@@ -192,8 +177,7 @@ class SinkhornMatchingLoss(nn.Module):
     ``forward(heatmaps (B, K, h, w), keypoints (B, K, 2) heatmap px, weights (B, K))`` returns a
     scalar in the cost's unit (heatmap pixels times ``pixel_size``); ``with_stats`` returns it with
     the Sinkhorn scalings run (``sinkhorn_iters``, the most any joint ran). The module holds options
-    only: no state changes between calls. (On CPU the process's thread policy,
-    ``posematch.losses.threads.THREADS``, times the work to split it; it never changes a result.)
+    only: no state changes between calls.
     """
 
     target_kind = "dots"  # consumes DotCodec targets

@@ -8,7 +8,7 @@ import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from posematch.losses import sinkhorn
+from posematch.losses import solver
 from posematch.losses.sinkhorn import SinkhornMatchingLoss
 from posematch.losses.threads import ThreadPolicy, intra_op_threads
 
@@ -93,7 +93,7 @@ class _AlwaysOne(ThreadPolicy):
 
 def test_the_whole_loss_forward_and_backward_run_on_the_policys_count(monkeypatch):
     # A busy core makes every op left on the process's count wait at its barrier: none may be.
-    monkeypatch.setattr(sinkhorn, "THREADS", _AlwaysOne())
+    monkeypatch.setattr(solver, "THREADS", _AlwaysOne())  # the seam holds the policy
     b, k, h, w = 2, 17, 16, 12
     heat = torch.rand(b, k, h, w).requires_grad_(True)
     dots = torch.rand(b, k, 2) * torch.tensor([w - 1.0, h - 1.0])
