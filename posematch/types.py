@@ -249,6 +249,12 @@ class Evaluator(Protocol):
 
     def evaluate(self) -> dict[str, float | bool]: ...
 
+    def restrict(self, instances: Sequence[int], image_ids: Sequence[int]) -> None:
+        """Score only these (a smoke run's subset: the dataset's instance indices and their
+        images, every instance of those images included); the metrics then describe the subset,
+        not the split."""
+        ...
+
 
 class TrainingSet(Protocol):
     """What the training loop asks of its dataset: indexing into ``Sample``s, the epoch whose

@@ -223,6 +223,8 @@ def budget_facts(cfg: DictConfig) -> dict[str, Any] | None:
         "schedule": schedule,
         "warmup_iters": int(trainer.get("warmup_iters") or 0),
         "activation": str(head.get("activation", "none")),
+        # A smoke run's validation on a subset: recorded only when set, so tables keep it apart.
+        **({"max_val_instances": int(n)} if (n := trainer.get("max_val_instances")) else {}),
     }
 
 

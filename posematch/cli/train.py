@@ -29,11 +29,13 @@ from posematch.cli.help import with_help
 from posematch.cli.run_lock import RunFolderBusy, run_folder_lock
 from posematch.cli.run_record import check_resume, run_info, write_record
 from posematch.cli.user_errors import user_errors
+from posematch.data.topdown import InstanceSubset, TopDownDataset, first_instances
 from posematch.engine import dist
 from posematch.engine.optim import OptimizerSettings
 from posematch.engine.settings import RunFolder, Validation
 from posematch.engine.signals import Preempted
 from posematch.engine.trainer import fit
+from posematch.types import Evaluator
 
 log = logging.getLogger("posematch.train")
 
@@ -63,10 +65,13 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     )
     validation = None
     if flag(cfg, "validate", True):
+        val_set, evaluator = instantiate(cfg.data.val), instantiate(cfg.data.evaluator)
+        if settings.max_val_instances is not None:
+            val_set = smoke_validation(val_set, evaluator, settings.max_val_instances)
         validation = Validation(
-            dataset=instantiate(cfg.data.val),
+            dataset=val_set,
             codec=codec,
-            evaluator=instantiate(cfg.data.evaluator),
+            evaluator=evaluator,
             flip_perm=run.test_time.flip_perm,
             shift=run.test_time.shift,
         )
@@ -78,6 +83,26 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         "optim": optim,
         "validation": validation,
     }
+
+
+def smoke_validation(val_set: Any, evaluator: Evaluator, n: int) -> Any:
+    """``trainer.max_val_instances``: the first ``n`` val instances, completed to whole images,
+    and the evaluator restricted to them; a warning says the numbers are the subset's."""
+    if not isinstance(val_set, TopDownDataset):
+        raise ValueError(
+            f"trainer.max_val_instances={n}: needs a top-down dataset, not {type(val_set).__name__}"
+        )
+    indices, image_ids = first_instances(val_set, n)
+    evaluator.restrict(indices, image_ids)
+    log.warning(
+        "trainer.max_val_instances=%d: validating on %d of %d instances (%d images): the val "
+        "numbers describe that subset, not the split",
+        n,
+        len(indices),
+        len(val_set),
+        len(image_ids),
+    )
+    return InstanceSubset(val_set, indices)
 
 
 def describe(cfg: DictConfig) -> dict[str, Any]:

@@ -14,6 +14,7 @@ the part that is missing, and that must never be trained or scored on silently.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -264,3 +265,33 @@ class TopDownDataset(Dataset):
             area=inst.area,
             index=index,
         )
+
+
+class InstanceSubset(Dataset):
+    """Some instances of a dataset (ascending ``indices``), re-indexed 0 .. n - 1: a smoke run's
+    validation (``trainer.max_val_instances``), whose evaluator is restricted to the same
+    instances (``Evaluator.restrict``)."""
+
+    def __init__(self, base: TopDownDataset, indices: Sequence[int]) -> None:
+        self.base = base
+        self.indices = sorted(int(i) for i in indices)
+        if not self.indices or self.indices[-1] >= len(base) or self.indices[0] < 0:
+            raise ValueError(f"InstanceSubset: indices must lie in [0, {len(base)})")
+        self.bad_records = base.bad_records
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Sample:
+        return replace(self.base[self.indices[index]], index=index)
+
+
+def first_instances(dataset: TopDownDataset, n: int) -> tuple[list[int], list[int]]:
+    """The first ``n`` instances of ``dataset`` completed to whole images: (instance indices,
+    ascending; their image ids, in first-seen order). Every instance of a chosen image is in, so
+    an image's ground truth is never scored against part of its people."""
+    chosen: dict[int, None] = {}
+    for inst in dataset.instances[:n]:
+        chosen.setdefault(int(inst.image_id), None)
+    indices = [i for i, inst in enumerate(dataset.instances) if int(inst.image_id) in chosen]
+    return indices, list(chosen)

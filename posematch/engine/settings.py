@@ -40,6 +40,9 @@ class TrainerSettings:
     ``warmup_iters`` steps (torch's ``LinearLR``, ``posematch.engine.optim.warmup``). sync_bn: convert
     BatchNorm to SyncBatchNorm under DDP. log_every: steps between TensorBoard loss points.
     max_steps_per_epoch: cap on steps (smoke runs); None = the whole epoch.
+    max_val_instances: validate on the first this many instances of the val split, completed to
+        whole images, and score those images only (smoke runs; ``posematch-train`` applies it);
+        None = the whole split.
     dead_guard / dead_guard_patience: for a loss that normalises relu heatmaps (the matching loss),
     stop with ``DeadHeatmapsError`` once the share of dead heatmaps (no positive value) on the
     training batches stays above ``dead_guard`` for ``dead_guard_patience`` steps after the warm-up
@@ -59,6 +62,7 @@ class TrainerSettings:
     sync_bn: bool = False
     log_every: int = 50
     max_steps_per_epoch: int | None = None
+    max_val_instances: int | None = None
     dead_guard: float | None = 0.5
     dead_guard_patience: int = 100
 
@@ -67,9 +71,9 @@ class TrainerSettings:
             self.num_workers = default_workers()
         # Hydra hands over whatever the command line said (trainer.epochs=abc, =2.5): name it.
         ints = ("epochs", "batch_size", "val_every", "log_every", "num_workers", "seed")
-        for name in (*ints, "warmup_iters", "max_steps_per_epoch"):
+        for name in (*ints, "warmup_iters", "max_steps_per_epoch", "max_val_instances"):
             value = getattr(self, name)
-            if value is None and name == "max_steps_per_epoch":
+            if value is None and name in ("max_steps_per_epoch", "max_val_instances"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"trainer.{name}={value!r}: expected an integer")
@@ -113,6 +117,10 @@ class TrainerSettings:
             raise ValueError(f"trainer.grad_clip={self.grad_clip}: must be positive or null")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError("trainer.max_steps_per_epoch: must be at least 1 or null")
+        if self.max_val_instances is not None and self.max_val_instances < 1:
+            raise ValueError(
+                f"trainer.max_val_instances={self.max_val_instances}: must be at least 1 or null"
+            )
 
 
 @dataclass(frozen=True)

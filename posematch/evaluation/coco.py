@@ -106,13 +106,15 @@ def coco_keypoint_stats(
     results: list[dict[str, Any]],
     sigmas: Sequence[float] | None = None,
     backend: str = "pycocotools",
+    image_ids: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """``COCOeval(gt, dt, "keypoints")`` on ``results``; the 10 stats by name.
 
     ``sigmas``: per-joint OKS sigmas; None keeps pycocotools' COCO-17 values (a dataset with another
     joint count must pass its own). ``backend``: ``"pycocotools"`` (the reference) or
     ``"faster_coco_eval"`` (the same protocol in C++, the ``fast`` extra; its 10 stats equal
-    pycocotools' on the same results, which a test checks).
+    pycocotools' on the same results, which a test checks). ``image_ids``: score these images
+    only (COCOeval's ``params.imgIds``); None: every image of ``gt``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: expected one of {BACKENDS}")
@@ -128,6 +130,8 @@ def coco_keypoint_stats(
         coco_eval = make_eval(gt, dt, "keypoints")
         if sigmas is not None:
             coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+        if image_ids is not None:  # these images only (their ground truth and detections)
+            coco_eval.params.imgIds = sorted(int(i) for i in image_ids)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
@@ -266,6 +270,7 @@ class CocoKeypointEvaluator:
         self.results_file = os.path.join(output_dir, results_name)
         self.backend = backend
         self.gt = load_ground_truth(ann_file, len(self.sigmas))
+        self.image_ids: list[int] | None = None  # every image (see ``restrict``)
         self.reset()
 
     primary_metric = "AP"
@@ -283,6 +288,10 @@ class CocoKeypointEvaluator:
     def reset(self) -> None:
         """Forget every processed prediction."""
         self._parts: list[tuple[np.ndarray, ...]] = []
+
+    def restrict(self, instances: Sequence[int], image_ids: Sequence[int]) -> None:
+        """Score these images only (``trainer.max_val_instances``); ``instances`` unused."""
+        self.image_ids = sorted({int(i) for i in image_ids})
 
     def add(
         self,
@@ -380,5 +389,5 @@ class CocoKeypointEvaluator:
                 self.results_file,
             )
             return {"scored": False}
-        stats = coco_keypoint_stats(self.gt, results, self.sigmas, self.backend)
+        stats = coco_keypoint_stats(self.gt, results, self.sigmas, self.backend, self.image_ids)
         return {**stats, "scored": True}

@@ -33,6 +33,7 @@ import csv
 import io
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -234,6 +235,13 @@ class DlcEvaluator:
     def reset(self) -> None:
         """Forget every processed prediction."""
         self._parts: list[tuple[np.ndarray, ...]] = []
+
+    def restrict(self, instances: Sequence[int], image_ids: Sequence[int]) -> None:
+        """Score these frames only (``trainer.max_val_instances``; a frame's image id is its
+        index in the project); ``instances`` unused."""
+        keep = np.isin(self.frame_ids, np.asarray(list(image_ids), dtype=self.frame_ids.dtype))
+        self.frame_ids = self.frame_ids[keep]
+        self.gt = self.gt[keep]
 
     def add(self, image_ids: Any, keypoints: Any, keypoint_scores: Any, valid: Any = None) -> None:
         """Add a batch of N frames' predictions (numpy arrays, torch tensors or lists).

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,6 +247,7 @@ class MpiiPCKhEvaluator:
         self.low_threshold = low_threshold
         self.head_size_factor = head_size_factor
         self.pred_file = None if output_dir is None else os.path.join(output_dir, pred_name)
+        self.kept: np.ndarray | None = None  # every instance (see ``restrict``)
         self.reset()
 
     primary_metric = "Mean"
@@ -259,6 +261,26 @@ class MpiiPCKhEvaluator:
     def reset(self) -> None:
         """Forget every processed prediction."""
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def restrict(self, instances: Sequence[int], image_ids: Sequence[int]) -> None:
+        """Score these instances only (``trainer.max_val_instances``: record indices of the
+        split, which are ``gt_valid.mat``'s, ascending); the predictions then come indexed
+        0 .. len(instances) - 1 in that order (``data.topdown.InstanceSubset``). ``image_ids``
+        unused."""
+        self.kept = np.unique(np.asarray(list(instances), dtype=np.int64))
+        if self.gt is not None:
+            gt, keep = self.gt, self.kept
+            if keep.size and keep[-1] >= gt.num_instances:
+                raise ValueError(
+                    f"restrict: instance {int(keep[-1])} is not in {self.gt_file} "
+                    f"({gt.num_instances} instances)"
+                )
+            self.gt = MpiiGroundTruth(
+                gt.joint_names,
+                gt.jnt_missing[:, keep],
+                gt.pos_gt_src[:, :, keep],
+                gt.headboxes_src[:, :, keep],
+            )
 
     def add(self, indices: Any, keypoints: Any, valid: Any = None) -> None:
         """Add a batch of N predictions.
@@ -291,7 +313,10 @@ class MpiiPCKhEvaluator:
             raise RuntimeError("MpiiPCKhEvaluator.evaluate(): no predictions were processed")
         idx = np.concatenate([p[0] for p in self._parts])
         kpts = np.concatenate([p[1] for p in self._parts])
-        n = self.gt.num_instances if self.gt is not None else int(idx.max()) + 1
+        if self.gt is not None:
+            n = self.gt.num_instances
+        else:
+            n = self.kept.size if self.kept is not None else int(idx.max()) + 1
         counts = np.bincount(idx[(idx >= 0) & (idx < n)], minlength=n)
         bad = {
             "outside [0, N)": int(((idx < 0) | (idx >= n)).sum()),
