@@ -138,12 +138,9 @@ def saved_config(run_dir: str | Path, trust: bool = False) -> DictConfig:
 
 def run_test_time(cfg: DictConfig) -> tuple[bool, bool]:
     """(flip test, 1 px shift of the flipped heatmaps) of a trained run's config: its ``test``
-    group (conf/test/), or the trainer's ``flip_test`` / ``shift_heatmap`` of runs from before
-    that group; both on when neither says."""
-    trainer, test = cfg.get("trainer", {}), cfg.get("test", {})
-    flip = test.get("flip", trainer.get("flip_test", True))
-    shift = test.get("shift", trainer.get("shift_heatmap", True))
-    return bool(flip), bool(shift)
+    group (conf/test/); both on where it says nothing."""
+    test = cfg.get("test") or {}
+    return bool(test.get("flip", True)), bool(test.get("shift", True))
 
 
 def checkpoint_config(path: str | Path, trust: bool = False) -> DictConfig | None:

@@ -113,12 +113,12 @@ def test_bad_boxes_and_folders_are_named(tmp_path, run_folder):
 @pytest.mark.parametrize(
     ("cfg", "expected"),
     [
-        ({"test": {"flip": False, "shift": True}, "trainer": {"flip_test": True}}, (False, True)),
-        ({"trainer": {"flip_test": False, "shift_heatmap": False}}, (False, False)),  # old runs
-        ({"trainer": {}}, (True, True)),  # neither says: the official flip test with its shift
+        ({"test": {"flip": False, "shift": True}}, (False, True)),
+        ({"test": {"flip": True, "shift": False}}, (True, False)),
+        ({"trainer": {}}, (True, True)),  # no test group: the official flip test with its shift
     ],
 )
-def test_run_test_time_reads_the_test_group_then_the_old_trainer_keys(cfg, expected):
+def test_run_test_time_reads_the_test_group(cfg, expected):
     from posematch.predictor import run_test_time
 
     assert run_test_time(OmegaConf.create(cfg)) == expected

@@ -7,16 +7,12 @@ dot into demanders (``naive`` or ``subpixel``, see ``posematch.demanders``). Dec
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
 from posematch.codecs.decoders import get_decoder
 from posematch.codecs.geometry import HeatmapGeometry
 from posematch.types import DecodedKeypoints, DotTargets
-
-log = logging.getLogger(__name__)
 
 
 class DotCodec:
@@ -30,8 +26,6 @@ class DotCodec:
         blur_kernel: Gaussian kernel of the ``dark`` decoder.
         score: keypoint score of the ``window`` decoder: ``"max"`` (the heatmap maximum, official)
             or ``"mass"`` (share of the heatmap's mass in the window; scale-free, see decoders).
-        demanders: not an option of the codec (the loss owns it: ``loss.demanders``); accepted
-            only so that run folders saved with it still load, and ignored with a warning.
 
     The codec encodes dots; which demanders the loss builds from them is the loss's setting alone.
     """
@@ -46,13 +40,7 @@ class DotCodec:
         decoder: str = "window",
         blur_kernel: int = 11,
         score: str = "max",
-        demanders: str | None = None,
     ) -> None:
-        if demanders is not None:
-            log.warning(
-                "codec.demanders=%s is ignored: the loss builds the demanders (loss.demanders)",
-                demanders,
-            )
         self.geometry = HeatmapGeometry(input_size, heatmap_size, udp)
         self._scale = torch.tensor(self.geometry.scale, dtype=torch.float32)
         self._upper = torch.tensor(self.geometry.heatmap_size, dtype=torch.float32) - 0.5

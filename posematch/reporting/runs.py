@@ -1,5 +1,6 @@
 """Finding runs and reading their results: every fact from a run's ``run.json``
-(``posematch.runinfo``), older runs through ``posematch.reporting.legacy``."""
+(``posematch.runinfo``). A run folder without one (written before posematch recorded it) is
+skipped with a warning naming it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from posematch import runinfo
-from posematch.reporting import legacy
 from posematch.reporting.metrics import printed_values, read_metrics_json, training_validation
 from posematch.reporting.results import (
     MSE,
@@ -74,7 +74,12 @@ def read_run(run: Path, order: int) -> list[Result]:
     """The results of one run directory: its validation numbers and any test-dev numbers."""
     if runinfo.exists(run):
         return read_recorded_run(run, order)
-    return legacy.read_run(run, order)
+    log.warning(
+        "%s: no run.json (a run folder from before posematch recorded its facts): skipped; "
+        "posematch-eval checkpoint=<its best.pth> writes a folder that has one",
+        run,
+    )
+    return []
 
 
 def read_recorded_run(run: Path, order: int) -> list[Result]:

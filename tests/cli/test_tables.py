@@ -12,9 +12,11 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from posematch import runinfo
 from posematch.cli import tables
 from posematch.reporting import render
 from posematch.reporting import tables as report_tables
+from posematch.runinfo import RunInfo
 from tests.conftest import REPO
 
 COCO_KEYS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
@@ -28,6 +30,18 @@ SEPARATOR_COCO = "|---|---|---|---:|---:|---:|---:|---:|---:|"
 W32_MSE = (0.7444, 0.905, 0.812, 0.701, 0.801, 0.795)  # 74.4 90.5 81.2 70.1 80.1 79.5
 W32_OURS = (0.7556, 0.912, 0.825, 0.698, 0.812, 0.806)  # 75.6 91.2 82.5 69.8 81.2 80.6
 W48_OURS = (0.763, 0.915, 0.830, 0.722, 0.835, 0.811)  # 76.3 91.5 83.0 72.2 83.5 81.1
+
+
+# What every run of these tests was trained with (run.json's budget): equal, so tables pair them.
+PAPER_BUDGET = {
+    "epochs": 210, "steps_per_epoch": None, "batch_size": 32, "processes": 4,
+    "optimizer": "Adam", "lr": 0.001, "schedule": {"name": "MultiStepLR", "milestones": [170, 200]},
+    "warmup_iters": 0, "activation": "softplus",
+}  # fmt: skip
+MATCHING_LOSS = {
+    "kind": "matching", "target": "posematch.losses.sinkhorn.SinkhornMatchingLoss",
+    "demanders": "subpixel", "max_iters": 1000, "reg": 1.0, "tol": 1e-9, "pixel_size": 4.0,
+}  # fmt: skip
 
 
 def val_record(epoch: int, values, keys=COCO_KEYS) -> dict:
@@ -50,7 +64,9 @@ def write_run(
     ann_file: str = "${data.root}/annotations/person_keypoints_val2017.json",
     checkpoint: str | None = None,
 ) -> Path:
-    """A run directory as posematch-train (loss given) or posematch-eval (loss None) leaves it."""
+    """A run directory as posematch-train (loss given) or posematch-eval (loss None) leaves it:
+    ``run.json`` with its facts (an evaluation's loss is the one the checkpoint's run recorded,
+    as posematch-eval reads it), ``.hydra/config.yaml``, and the metric files asked for."""
     data = {
         "name": dataset,
         "root": f"data/{dataset}",
@@ -59,19 +75,27 @@ def write_run(
     }
     if dataset != "mpii":
         data["boxes"] = "gt" if dataset == "synthetic" else "det"
-    cfg: dict = {"data": data, "output_dir": "${hydra:runtime.output_dir}"}
-    if loss == "sinkhorn":
-        target = "posematch.losses.sinkhorn.SinkhornMatchingLoss"
-        cfg["loss"] = {"_target_": target, "demanders": demanders, "max_iters": max_iters}
-    elif loss == "mse":
-        cfg["loss"] = {"_target_": "posematch.losses.mse.JointsMSELoss"}
-    if checkpoint is not None:
-        cfg["checkpoint"] = checkpoint
     (path / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(cfg), path / ".hydra" / "config.yaml")
-    choices = {"model": model, "data": dataset, "loss": loss, "experiment": None}
-    hydra = {"hydra": {"run": {"dir": "outputs/${now:%H}"}, "runtime": {"choices": choices}}}
-    OmegaConf.save(OmegaConf.create(hydra), path / ".hydra" / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create({"data": data}), path / ".hydra" / "config.yaml")
+    if loss == "sinkhorn":
+        entry: dict | None = {**MATCHING_LOSS, "demanders": demanders, "max_iters": max_iters}
+    elif loss == "mse":
+        entry = {"kind": "mse", "target": "posematch.losses.mse.JointsMSELoss"}
+    else:  # an evaluation: the loss its checkpoint's run recorded, if that run is there
+        trained = None if checkpoint is None else Path(checkpoint).parent
+        entry = RunInfo.read(trained).loss if trained and runinfo.exists(trained) else None
+    RunInfo(
+        kind="train" if loss is not None else "eval",
+        dataset=dataset,
+        split="test-dev" if "test-dev" in ann_file else "val",
+        model=model,
+        input_size=size,
+        loss=entry,
+        boxes=data.get("boxes"),
+        seed=0,
+        budget=PAPER_BUDGET,
+        checkpoint=checkpoint,
+    ).write(path)
     if records is not None:
         (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     if metrics is not None:
@@ -155,8 +179,11 @@ def test_metrics_json_beats_the_last_validation_record_of_metrics_jsonl(tmp_path
     assert row in table_lines(out, 1)
     assert f"`{run}: metrics.jsonl, epoch 10, det boxes`" in out
 
+    # posematch-eval output_dir=<the run folder>: its metrics.json and its run.json (kind eval).
     evaluation = coco_metrics((0.731, 0.901, 0.803, 0.694, 0.782, 0.771))
     (run / "metrics.json").write_text(json.dumps(evaluation))
+    info = RunInfo.read(run)
+    RunInfo(**{**info.__dict__, "kind": "eval"}).write(run)
     _, out, _ = run_main([run, "--table", "1", "--out", tmp_path / "b"], capsys)
     row = "| HRNet-W32 | 384x288 | Matching | 73.1 | 90.1 | 80.3 | 69.4 | 78.2 | 77.1 |"
     assert row in table_lines(out, 1)
@@ -212,7 +239,7 @@ def test_table2_takes_scored_test_dev_evaluations_only(tmp_path, capsys, caplog)
         "| HRNet-W32 | 384x288 | Matching | 75.6 | 91.2 | 82.5 | 69.8 | 81.2 | 80.6 |"
     )
     assert f'{unscored / "metrics.json"}: "scored": false' in caplog.text
-    assert f"{orphan}: cannot tell which loss" in caplog.text
+    assert f"{orphan}: run.json does not say which loss trained this model" in caplog.text
     assert "no validation record" not in caplog.text  # evaluation folders have no training log
 
 
@@ -387,17 +414,22 @@ def _break(run: Path, what: str) -> str:
     if what == "jsonl columns":
         (run / "metrics.jsonl").write_text(json.dumps({"epoch": 3, "val/AP": 0.7}) + "\n")
         return f"{run / 'metrics.jsonl'}:1"
-    if what == "metrics.json":
+    if what == "metrics.json":  # an evaluation's
+        RunInfo(**{**RunInfo.read(run).__dict__, "kind": "eval"}).write(run)
         (run / "metrics.json").write_text('{"AP": 0.7,')
         return str(run / "metrics.json")
-    if what == "config":
-        (run / ".hydra" / "config.yaml").write_text("data: [unclosed\n")
-        return str(run / ".hydra" / "config.yaml")
-    (run / ".hydra" / "hydra.yaml").unlink()
-    return str(run / ".hydra" / "hydra.yaml")
+    if what == "run.json":
+        (run / "run.json").write_text('{"kind": "train",')
+        return str(run / "run.json")
+    info = json.loads((run / "run.json").read_text())
+    info["split"] = "somewhere"  # a run.json of another version or another program
+    (run / "run.json").write_text(json.dumps(info))
+    return str(run / "run.json")
 
 
-@pytest.mark.parametrize("what", ["jsonl line", "jsonl columns", "metrics.json", "config", "hydra"])
+@pytest.mark.parametrize(
+    "what", ["jsonl line", "jsonl columns", "metrics.json", "run.json", "run.json fields"]
+)
 def test_malformed_files_are_named(tmp_path, capsys, what):
     run = write_run(tmp_path / "run", records=[val_record(10, W32_OURS)])
     path = _break(run, what)
@@ -469,10 +501,6 @@ DEMO_BUDGET = {
     "lr": 0.002, "schedule": {"name": "MultiStepLR", "milestones": [2]}, "warmup_iters": 50,
     "activation": "none",
 }  # fmt: skip
-MATCHING_LOSS = {
-    "kind": "matching", "target": "posematch.losses.sinkhorn.SinkhornMatchingLoss",
-    "demanders": "subpixel", "max_iters": 1000, "reg": 1.0, "tol": 1e-9, "pixel_size": 4.0,
-}  # fmt: skip
 
 
 def test_a_table_refuses_to_pair_runs_of_other_budgets(tmp_path, capsys):
@@ -523,3 +551,16 @@ def test_each_loss_keeps_its_own_tuned_lr_in_a_paired_table(tmp_path, capsys):
     _recorded_run(root / "ours", MATCHING_LOSS, {**tuned, "activation": "softplus"}, 0.686)
     code, out, _ = run_main([root, "--table", "1", "--out", tmp_path / "t"], capsys)
     assert code == 0 and "-15.0" in out
+
+
+def test_a_run_folder_without_run_json_is_skipped_by_name(tmp_path, capsys, caplog):
+    # Issue 14 removed the reader of run folders from before run.json (reporting/legacy.py).
+    run = write_run(tmp_path / "old", records=[val_record(10, W32_OURS)])
+    (run / "run.json").unlink()
+    kept = write_run(tmp_path / "new", model="hrnet_w48", records=[val_record(10, W48_OURS)])
+    with caplog.at_level(logging.WARNING, logger="posematch.tables"):
+        code, out, _ = run_main([run, kept, "--table", "1", "--out", tmp_path / "t"], capsys)
+    assert code == 0
+    assert f"{run}: no run.json" in caplog.text and "skipped" in caplog.text
+    assert "| HRNet-W48 | 384x288 | Matching | 76.3 |" in out
+    assert "| HRNet-W32 | 384x288 | Matching | –" in out
