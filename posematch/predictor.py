@@ -42,8 +42,8 @@ from posematch.types import Codec
 
 # conf/ sits beside the package in the source tree (editable install).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
-# What a config read from a run folder may name as ``_target_`` (issue 15: a module prefix such as
-# ``torch.`` also admitted ``torch.load``, ``torch.hub.load`` and ``cpp_extension.load_inline``):
+# What a config read from a run folder may name as ``_target_`` (an explicit list: a module prefix
+# such as ``torch.`` would also admit ``torch.load``, ``torch.hub.load``, ``load_inline``):
 # posematch's own classes, the config entry points below, torch's optimizers and lr schedulers, and
 # albumentations' transforms (the photometric augmentation). Never a function that loads or compiles.
 TRUSTED_FUNCTIONS = ("posematch.keypoints.spec",)

@@ -1,4 +1,4 @@
-"""A training run's record: what the run was, written once, and guarded on resume (issue 11), and
+"""A training run's record: what the run was, written once, and guarded on resume, and
 the ``run.json`` facts (``posematch.runinfo``) of train and eval runs.
 
 ``posematch-train`` writes into its run folder ``config.yaml`` (the resolved config) and

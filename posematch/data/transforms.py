@@ -243,7 +243,7 @@ class TopDownPipeline:
             inverse[0, 2] += last
         # OpenCV's bilinear warp has a vectorised path for 4-channel images and none for 3: the
         # fourth channel (with the channel swap, when one is needed) costs one cvtColor pass and
-        # saves more than that in the warp (measured: 217 -> 163 us per 256x192 crop here). The
+        # saves more than that in the warp (``scripts/bench_data.py`` times the pipeline). The
         # three colour channels come out bit for bit the same as a 3-channel warp (tested).
         swap = channels != self.color
         four = cv2.cvtColor(

@@ -1,5 +1,5 @@
 """Checks that run before any work, so a wrong setting stops the run instead of training or
-scoring with it (issue 11): the model's heatmaps must have the size the codec encodes and decodes.
+scoring with it: the model's heatmaps must have the size the codec encodes and decodes.
 
 The check is one dummy forward pass at the configured input size. It catches an input size the
 backbone cannot take (HRNet's branches need multiples of 32) and a ``data.heatmap_size`` that is not

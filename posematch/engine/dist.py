@@ -61,8 +61,8 @@ def init(backend: str | None = None, timeout_s: float = 1800.0) -> torch.device:
 
 def shutdown() -> None:
     """Leave the process group together: a rank that tears gloo down while another is still
-    finishing (closing its logs) was seen to abort at exit ("terminate called without an active
-    exception", about 1 run in 5 of the 2-rank training test)."""
+    finishing (closing its logs) can abort at exit ("terminate called without an active
+    exception")."""
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()

@@ -3,8 +3,8 @@ ranks, resumable mid-epoch) and loaders whose worker processes end with the iter
 
 Left to the iterator's garbage collection, an error leaves the workers running: the traceback
 (which Hydra keeps to print) holds the iterator, and at interpreter exit multiprocessing waits for
-workers that are blocked on a full queue (measured: ``posematch-eval`` printed a ``BadRecordError``
-for an unreadable image and never exited). Torch has no public call to stop them; this module is
+workers that are blocked on a full queue (``posematch-eval`` would print a ``BadRecordError`` for
+an unreadable image and never exit). Torch has no public call to stop them; this module is
 the one place that reaches into its loader iterator for it.
 """
 
@@ -65,7 +65,7 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
 def stop_workers(loader: DataLoader) -> None:
     """Stop the loader's persistent worker processes now. The loader keeps its iterator, and on an
     error the traceback keeps the loader: left to interpreter exit, the workers' shutdown hung
-    (measured: ``posematch-train`` printed its non-finite-loss error and never exited). Torch has
+    (``posematch-train`` would print its non-finite-loss error and never exit). Torch has
     no public call for this; its iterator's own shutdown is idempotent."""
     iterator = getattr(loader, "_iterator", None)
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):

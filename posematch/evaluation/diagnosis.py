@@ -1,7 +1,7 @@
 """Diagnosis of a trained pose model: why it scores the AP it scores (pure numpy / pycocotools).
 
-Issue 11 ("Diagnosis in the product"): separate ranking from localisation, look at the tail of the
-joint errors, test for a systematic bias, and check whether the heatmaps are alive. The definitions:
+It separates ranking from localisation, looks at the tail of the joint errors, tests for a
+systematic bias, and checks whether the heatmaps are alive. The definitions:
 
 - OKS (Ronchi & Perona 2017; cocoapi ``COCOeval.computeOks``): for a ground-truth (GT) instance
   with keypoints ``x_gk``, labels ``v_k``, annotation area ``a`` and the dataset's sigmas ``s_k``,

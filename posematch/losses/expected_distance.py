@@ -3,7 +3,7 @@
 For each joint the suppliers are the same as the matching loss's, S = relu(H) / sum(relu(H)) over
 the pixel centres (x=j, y=i); the loss is the mean distance of that mass from the ground-truth dot,
 sum_i S_i |x_i - dot| (Euclidean, in heatmap pixels times ``pixel_size``). It answers "does the
-optimal transport matter?" (issue 13): with one demander at the dot, the transport plan from S to
+optimal transport matter?": with one demander at the dot, the transport plan from S to
 it is S itself and <C, P> equals this loss; the matching loss differs by its sub-pixel demanders
 (four pixel centres around the dot) and its entropic regularisation.
 """

@@ -21,7 +21,7 @@ How it is computed, and why:
   (rows are exact) is below ``tol``, or after ``max_iters`` iterations, so its value does not
   depend on the batch it is in. The error is checked after every iteration (POT checks after
   iterations 1, 11, 21, ..., so it may run up to 9 more). A float32 column sum over thousands of pixels
-  is only good to ~1e-6 (measured: the error stalls at 1.0e-6 on 64x48 maps), so in float32 the
+  is only good to ~1e-6 (the error stalls there on 64x48 maps), so in float32 the
   tolerance is raised to ``FLOAT32_TOL_FLOOR`` = 1e-5 instead of silently running every iteration;
   1e-5 is reached in about 5-7 scalings at reg = 1 and leaves the value within ~1e-6 relative.
   ``tol=0`` switches the test off: exactly ``max_iters`` scalings run, in any dtype (the paper's

@@ -1,8 +1,7 @@
 """Suppliers of the matching loss: a = relu(H) / sum(relu(H)) per joint, with its gradient written
 out, so that the backward runs on the thread count the loss's thread policy chose
-(``posematch.losses.threads``): left to autograd, its ~8 elementwise ops ran on the process's
-threads, and with a busy core they cost 100-130 ms instead of 20 at B=32, 64x48 (measured on 2
-cores), more than the policy had saved.
+(``posematch.losses.threads``): left to autograd, its ~8 elementwise ops would run on the
+process's threads, and with a busy core that costs more than the policy saves.
 """
 
 from __future__ import annotations
@@ -75,8 +74,8 @@ def suppliers_from_heatmaps(
             slope, and a heatmap without positive value (uniform suppliers) passes ``dead_grad``
             times the gradient of its uniform suppliers to its pixels, centred: pixels near the
             dot are pushed up, so a dead heatmap can come back. A surrogate gradient, not the
-            gradient of the value (measured on the synthetic demo: it does not keep a
-            from-scratch relu head alive and learning; results/study.md).
+            gradient of the value (it does not keep a from-scratch relu head alive and learning:
+            results/study.md).
         threads: intra-op threads for the backward (None: as the process is set).
 
     Returns:

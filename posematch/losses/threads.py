@@ -2,12 +2,11 @@
 
 Each Sinkhorn iteration is a handful of small ops, and torch's intra-op threads meet at a barrier
 after every op. When another process holds a core (a loader worker, a second job), each barrier
-waits for a thread that is not running: measured on 2 cores with one busy rival, 2 threads ran the
-loss 1.2-2.8x slower than 1, while on an idle machine they run it in half the time
-(``scripts/bench_loss_floor.py``). ``ThreadPolicy`` times the work per unit with the process's
+waits for a thread that is not running, and all threads can be slower than one, while on an idle
+machine they are faster (``scripts/bench_loss_floor.py`` measures both). ``ThreadPolicy`` times the work per unit with the process's
 thread count and with 1 thread, uses the faster, and times the other again every ``probe_every``
-calls, as the load changes (``THREADS``, one per process). The count changes how work is split, not its arithmetic: the loss and
-its gradient are bit-identical with 1 and 2 threads (``tests/losses/test_threads.py``).
+calls, as the load changes (``THREADS``, one per process). The count changes how work is split,
+not its arithmetic: the loss and its gradient are bit-identical with 1 and 2 threads.
 """
 
 from __future__ import annotations

@@ -53,9 +53,9 @@ def paired_products(matrix: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor
     (P/2, 2, M) view (``row_products`` for (P, M)).
 
     Run as a product of pairs of problems, (2M, N) @ (N, 2), of which the two cross terms are
-    thrown away: MKL runs that shape 2-2.4x faster than P (M, N) @ (N, 1) products, which it
-    treats as matrix-vector products (measured at 64x48 to 96x72 maps, 1 thread; twice the
-    multiply-adds, but this pass is bound by reading the matrix).
+    thrown away: MKL runs that shape faster than P (M, N) @ (N, 1) products, which it treats as
+    matrix-vector products (twice the multiply-adds, but this pass is bound by reading the
+    matrix; ``make bench`` has the numbers).
     """
     p, m, n = matrix.shape
     pairs = torch.bmm(matrix.view(p // 2, 2 * m, n), vectors.reshape(p // 2, 2, n).transpose(1, 2))
