@@ -274,3 +274,14 @@ class TrainingSet(Protocol):
 
     @property
     def channels(self) -> str: ...
+
+
+class EvaluationSet(Protocol):
+    """What evaluation asks of its dataset: indexing into ``Sample``s (``index`` = position) and
+    the records it skipped while loading (``skip_bad``), whose people count as missed."""
+
+    bad_records: list[str]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...

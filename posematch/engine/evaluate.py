@@ -18,20 +18,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from posematch.data.topdown import TopDownDataset
 from posematch.engine import dist
 from posematch.engine.loaders import batches
 from posematch.engine.signals import ignore_stop_signals
 from posematch.evaluation.diagnosis import heatmap_health as health_summary
 from posematch.inference import predict_loader
-from posematch.types import Batch, Codec, Evaluator, Predictions
+from posematch.types import Batch, Codec, EvaluationSet, Evaluator, Predictions
 
 HEALTH_KEYS = ("dead_share", "top_mass", "window_mass")
 
 
 def collect_predictions(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: EvaluationSet,
     codec: Codec,
     device: torch.device,
     batch_size: int = 32,
@@ -41,7 +40,7 @@ def collect_predictions(
 ) -> Predictions | None:
     """All ``Predictions`` of ``dataset`` in dataset order on rank 0 (``None`` on other ranks)."""
     loader = DataLoader(
-        dataset,
+        cast(Dataset, dataset),
         batch_size=batch_size,
         sampler=dist.ShardSampler(len(cast(Sized, dataset))),  # a map-style dataset
         num_workers=num_workers,
@@ -63,7 +62,7 @@ def collect_predictions(
 
 def evaluate(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: EvaluationSet,
     codec: Codec,
     evaluator: Evaluator,
     device: torch.device,
@@ -90,7 +89,7 @@ def evaluate(
     metrics: dict[str, Any] = evaluator.evaluate()
     # Counted from the gathered rows, so images skipped on every rank are in the count.
     unreadable = int((~merged.valid.astype(bool)).sum())
-    malformed = len(dataset.bad_records) if isinstance(dataset, TopDownDataset) else 0
+    malformed = len(dataset.bad_records)
     metrics = {**metrics, "skipped": malformed + unreadable}
     if heatmap_health:
         health = health_summary(merged.top_mass, merged.window_mass)

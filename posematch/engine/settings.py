@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
-
-from posematch.types import Codec, Evaluator
+from posematch.types import Codec, EvaluationSet, Evaluator
 
 AMP_MODES = ("none", "bf16", "fp16")
 
@@ -153,7 +151,7 @@ class Validation:
         from the ``test`` config group, which evaluation and inference read too.
     """
 
-    dataset: Dataset
+    dataset: EvaluationSet
     codec: Codec
     evaluator: Evaluator
     flip_perm: Sequence[int] | None = None
