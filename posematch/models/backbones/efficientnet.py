@@ -2,7 +2,7 @@
 
 The modules keep timm's names (``conv_stem``, ``bn1``, ``blocks.<stage>.<index>``), so an ImageNet
 file in timm's naming, or in ``efficientnet_pytorch``'s after
-``posematch.models.checkpoints.convert_efficientnet_pytorch``, loads onto it key for key. The
+``posematch.models.weight_names.convert_efficientnet_pytorch``, loads onto it key for key. The
 classifier stage (``conv_head``, ``bn2``, pooling, ``classifier``) is left out: the pose head takes
 the last block's features, as SimpleBaseline takes ResNet's ``layer4``.
 """
