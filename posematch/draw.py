@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import cv2
@@ -150,19 +151,12 @@ def heatmap_panel(
     maximum) over it in the JET colour map, the ground truth as a red ring and the predicted
     maximum as a white cross, the joint's name on top.
     """
-    crop = np.ascontiguousarray(
-        np.clip(np.asarray(image, dtype=np.float32), 0, 255).transpose(1, 2, 0)
-    )
-    crop = crop.astype(np.uint8)
-    if rgb:
-        crop = crop[..., ::-1]  # cv2 draws in BGR
     heatmaps = np.clip(np.asarray(heatmaps, dtype=np.float32), 0, None)
     k, h, w = heatmaps.shape
     target, weight = np.asarray(target, dtype=np.float64), np.asarray(weight).reshape(-1)
     names = list(names) if names is not None else [f"joint {j}" for j in range(k)]
-    tile_w = int(tile_width)
-    tile_h = max(1, round(tile_w * crop.shape[0] / crop.shape[1]))
-    base = cv2.resize(np.ascontiguousarray(crop), (tile_w, tile_h), interpolation=cv2.INTER_LINEAR)
+    base = _crop_tile(image, rgb, int(tile_width))
+    tile_h, tile_w = base.shape[:2]
     grey = cv2.cvtColor(cv2.cvtColor(base, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     dimmed = (grey.astype(np.float32) * 0.5).astype(np.uint8)
     if target.ndim == 2:
@@ -171,40 +165,76 @@ def heatmap_panel(
         flat = target.reshape(k, -1).argmax(1)
         gt = np.stack([flat % w, flat // w], 1).astype(np.float64)
     gt_tile = _heatmap_pixel_to_tile(gt, (w, h), (tile_w, tile_h))
-    radius = max(3, tile_w // 40)
-    font = max(0.35, tile_w / 480)
-
-    def label(tile: np.ndarray, text: str) -> None:
-        (tw, th), base_line = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, 1)
-        cv2.rectangle(tile, (0, 0), (tw + 4, th + base_line + 4), (0, 0, 0), -1)
-        cv2.putText(tile, text, (2, th + 2), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255), 1,
-                    cv2.LINE_AA)  # fmt: skip
-
-    def ring(tile: np.ndarray, j: int) -> None:
-        if weight[j] > 0 and np.isfinite(gt_tile[j]).all():
-            centre = tuple(int(v) for v in np.rint(gt_tile[j]))
-            cv2.circle(tile, centre, radius, GT_MARK, max(1, radius // 3), cv2.LINE_AA)
+    marks = _Marks(radius=max(3, tile_w // 40), font=max(0.35, tile_w / 480))
+    shown = [weight[j] > 0 and bool(np.isfinite(gt_tile[j]).all()) for j in range(k)]
 
     tiles = [base.copy()]
     for j in range(k):
-        ring(tiles[0], j)
-    label(tiles[0], "crop + ground truth")
+        if shown[j]:
+            marks.ring(tiles[0], gt_tile[j])
+    marks.label(tiles[0], "crop + ground truth")
     for j in range(k):
-        peak = float(heatmaps[j].max())
-        norm = heatmaps[j] / peak if peak > 0 else heatmaps[j]
-        norm = cv2.resize(norm, (tile_w, tile_h), interpolation=cv2.INTER_LINEAR)
-        colour = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
-        alpha = (0.75 * norm)[..., None]
-        tile = (dimmed * (1 - alpha) + colour * alpha).astype(np.uint8)
-        if peak > 0:
-            y, x = divmod(int(heatmaps[j].argmax()), w)
-            px, py = (
-                int(v) for v in np.rint(_heatmap_pixel_to_tile((x, y), (w, h), (tile_w, tile_h)))
-            )
-            cv2.drawMarker(tile, (px, py), PEAK_MARK, cv2.MARKER_CROSS, 2 * radius, 1, cv2.LINE_AA)
-        ring(tile, j)
-        label(tile, names[j])
+        tile = _joint_tile(heatmaps[j], dimmed, marks)
+        if shown[j]:
+            marks.ring(tile, gt_tile[j])
+        marks.label(tile, names[j])
         tiles.append(tile)
+    return _grid(tiles)
+
+
+def _crop_tile(image: np.ndarray, rgb: bool, tile_w: int) -> np.ndarray:
+    """The (3, H, W) crop as a BGR uint8 tile ``tile_w`` wide, its aspect ratio kept."""
+    crop = np.ascontiguousarray(
+        np.clip(np.asarray(image, dtype=np.float32), 0, 255).transpose(1, 2, 0)
+    )
+    crop = crop.astype(np.uint8)
+    if rgb:
+        crop = crop[..., ::-1]  # cv2 draws in BGR
+    tile_h = max(1, round(tile_w * crop.shape[0] / crop.shape[1]))
+    return cv2.resize(np.ascontiguousarray(crop), (tile_w, tile_h), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class _Marks:
+    """How the panel marks a tile: ring ``radius`` and label ``font`` scale, in tile pixels."""
+
+    radius: int
+    font: float
+
+    def label(self, tile: np.ndarray, text: str) -> None:
+        (tw, th), base_line = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.font, 1)
+        cv2.rectangle(tile, (0, 0), (tw + 4, th + base_line + 4), (0, 0, 0), -1)
+        cv2.putText(tile, text, (2, th + 2), cv2.FONT_HERSHEY_SIMPLEX, self.font, (255, 255, 255),
+                    1, cv2.LINE_AA)  # fmt: skip
+
+    def ring(self, tile: np.ndarray, at: np.ndarray) -> None:
+        centre = tuple(int(v) for v in np.rint(at))
+        cv2.circle(tile, centre, self.radius, GT_MARK, max(1, self.radius // 3), cv2.LINE_AA)
+
+
+def _joint_tile(heatmap: np.ndarray, dimmed: np.ndarray, marks: _Marks) -> np.ndarray:
+    """One joint's (h, w) heatmap, scaled to its maximum, in JET over the dimmed crop, with a
+    white cross at its maximum."""
+    h, w = heatmap.shape
+    tile_h, tile_w = dimmed.shape[:2]
+    peak = float(heatmap.max())
+    norm = heatmap / peak if peak > 0 else heatmap
+    norm = cv2.resize(norm, (tile_w, tile_h), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    alpha = (0.75 * norm)[..., None]
+    tile = (dimmed * (1 - alpha) + colour * alpha).astype(np.uint8)
+    if peak > 0:
+        y, x = divmod(int(heatmap.argmax()), w)
+        px, py = (int(v) for v in np.rint(_heatmap_pixel_to_tile((x, y), (w, h), (tile_w, tile_h))))
+        cv2.drawMarker(
+            tile, (px, py), PEAK_MARK, cv2.MARKER_CROSS, 2 * marks.radius, 1, cv2.LINE_AA
+        )
+    return tile
+
+
+def _grid(tiles: list[np.ndarray]) -> np.ndarray:
+    """The tiles in a near-square grid on a grey ground, as an RGB image (TensorBoard's order)."""
+    tile_h, tile_w = tiles[0].shape[:2]
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
     pad = 2
@@ -213,4 +243,4 @@ def heatmap_panel(
         r, c = divmod(i, cols)
         y0, x0 = pad + r * (tile_h + pad), pad + c * (tile_w + pad)
         panel[y0 : y0 + tile_h, x0 : x0 + tile_w] = tile
-    return np.ascontiguousarray(panel[..., ::-1])  # RGB for TensorBoard
+    return np.ascontiguousarray(panel[..., ::-1])

@@ -339,25 +339,15 @@ class Predictor:
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"boxes: {len(boxes)} lists for {len(images)} images")
         arrays = [decode_image(str(im)) if isinstance(im, str | Path) else im for im in images]
-        people = []
-        for i, image in enumerate(arrays):
-            if boxes is None or boxes[i] is None:
-                h, w = image.shape[:2]
-                b, s = np.array([[0.0, 0.0, w - 1.0, h - 1.0]]), np.ones(1)
-            else:
-                b = np.asarray(boxes[i], dtype=np.float64)
-                if b.ndim not in (1, 2) or (b.size and b.shape[-1] != 4):
-                    raise ValueError(
-                        f"boxes of image {i}: shape {b.shape}; expected (N, 4) rows of "
-                        "(x, y, w, h) in image pixels"
-                    )
-                b = b.reshape(-1, 4)
-                s = np.ones(len(b)) if box_scores is None else np.asarray(box_scores[i], np.float64)
-                if s.size != len(b):
-                    raise ValueError(f"box_scores of image {i}: {s.size} scores for {len(b)} boxes")
-            if not np.isfinite(b).all() or (b[:, 2:] <= 0).any():
-                raise ValueError(f"boxes of image {i}: need finite (x, y, w, h) with w, h > 0")
-            people.append((b, s.reshape(-1)))
+        people = [
+            _checked_boxes(
+                i,
+                image,
+                None if boxes is None else boxes[i],
+                None if box_scores is None else box_scores[i],
+            )
+            for i, image in enumerate(arrays)
+        ]
         k = self.num_keypoints
         crops, inverses = [], []
         for image, (b, _) in zip(arrays, people, strict=True):
@@ -390,3 +380,27 @@ class Predictor:
             out.append(PosePrediction(kpts[part], scores[part], b, s, *extra))
             start += n
         return out
+
+
+def _checked_boxes(
+    i: int, image: np.ndarray, boxes: Any, scores: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``i``'s person boxes (N, 4) (x, y, w, h) and scores (N,): the whole image with score
+    1 when ``boxes`` is None, scores 1 when ``scores`` is None; ValueError naming the image."""
+    if boxes is None:
+        h, w = image.shape[:2]
+        b, s = np.array([[0.0, 0.0, w - 1.0, h - 1.0]]), np.ones(1)
+    else:
+        b = np.asarray(boxes, dtype=np.float64)
+        if b.ndim not in (1, 2) or (b.size and b.shape[-1] != 4):
+            raise ValueError(
+                f"boxes of image {i}: shape {b.shape}; expected (N, 4) rows of (x, y, w, h) in "
+                "image pixels"
+            )
+        b = b.reshape(-1, 4)
+        s = np.ones(len(b)) if scores is None else np.asarray(scores, np.float64)
+        if s.size != len(b):
+            raise ValueError(f"box_scores of image {i}: {s.size} scores for {len(b)} boxes")
+    if not np.isfinite(b).all() or (b[:, 2:] <= 0).any():
+        raise ValueError(f"boxes of image {i}: need finite (x, y, w, h) with w, h > 0")
+    return b, s.reshape(-1)

@@ -212,21 +212,9 @@ class TopDownPipeline:
         if self.train:
             if rng is None:
                 raise ValueError("rng: a numpy Generator is required for training augmentation")
-            if (
-                visible > 0
-            ).sum() > self.half_body_min_joints and rng.random() < self.half_body_prob:
-                box = half_body_box(keypoints, visible, self.spec, self.aspect_ratio, rng)
-                if box is not None:
-                    center, scale = box
-            sf, rf = self.scale_factor, self.rotation_factor
-            scale = scale * min(max(rng.standard_normal() * sf + 1, 1 - sf), 1 + sf)
-            if rng.random() <= self.rotation_prob:
-                rot = float(min(max(rng.standard_normal() * rf, -rf * 2), rf * 2))
-            if self.flip and rng.random() <= 0.5:
-                flipped = True
-                width = image.shape[1]
-                keypoints, visible = flip_keypoints(keypoints, visible, width, self.spec)
-                center[0] = width - center[0] - 1
+            keypoints, visible, center, scale, rot, flipped = self._draw(
+                image.shape[1], keypoints, visible, center, scale, rng
+            )
 
         # matrix/inverse relate the (possibly flipped) frame of keypoints and centre to the input.
         matrix = affine_matrix(center, scale, rot, self.input_size, udp=self.udp)
@@ -241,17 +229,7 @@ class TopDownPipeline:
             image_matrix[:, 2] = matrix[:, 2] + last * matrix[:, 0]
             inverse[0] = -inverse[0]
             inverse[0, 2] += last
-        # OpenCV's bilinear warp has a vectorised path for 4-channel images and none for 3: the
-        # fourth channel (with the channel swap, when one is needed) costs one cvtColor pass and
-        # saves more than that in the warp (``scripts/bench_data.py`` times the pipeline). The
-        # three colour channels come out bit for bit the same as a 3-channel warp (tested).
-        swap = channels != self.color
-        four = cv2.cvtColor(
-            image,
-            cv2.COLOR_BGR2RGBA if swap else cv2.COLOR_BGR2BGRA,
-            dst=_four_channel_block(image.shape[0], image.shape[1]),
-        )
-        crop = cv2.warpAffine(four, image_matrix, self.input_size, flags=cv2.INTER_LINEAR)[..., :3]
+        crop = self._warp(image, image_matrix, channels)
         if self.train and self.photometric is not None:
             crop = self.photometric(image=np.ascontiguousarray(crop))["image"]
         return CropResult(
@@ -264,6 +242,47 @@ class TopDownPipeline:
             flipped=flipped,
             inverse=inverse,
         )
+
+    def _draw(
+        self,
+        width: int,
+        keypoints: np.ndarray,
+        visible: np.ndarray,
+        center: np.ndarray,
+        scale: np.ndarray,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, bool]:
+        """The training augmentation's draws, in the official order: half body, scale, rotation
+        (degrees), flip of an image ``width`` px wide. Returns the keypoints, visibility, centre
+        and scale they give, the rotation and whether the instance was flipped."""
+        rot, flipped = 0.0, False
+        if (visible > 0).sum() > self.half_body_min_joints and rng.random() < self.half_body_prob:
+            box = half_body_box(keypoints, visible, self.spec, self.aspect_ratio, rng)
+            if box is not None:
+                center, scale = box
+        sf, rf = self.scale_factor, self.rotation_factor
+        scale = scale * min(max(rng.standard_normal() * sf + 1, 1 - sf), 1 + sf)
+        if rng.random() <= self.rotation_prob:
+            rot = float(min(max(rng.standard_normal() * rf, -rf * 2), rf * 2))
+        if self.flip and rng.random() <= 0.5:
+            flipped = True
+            keypoints, visible = flip_keypoints(keypoints, visible, width, self.spec)
+            center[0] = width - center[0] - 1
+        return keypoints, visible, center, scale, rot, flipped
+
+    def _warp(self, image: np.ndarray, image_matrix: np.ndarray, channels: str) -> np.ndarray:
+        """The (input h, input w, 3) uint8 crop in the network's channel order. OpenCV's bilinear
+        warp has a vectorised path for 4-channel images and none for 3: the fourth channel (with
+        the channel swap, when one is needed) costs one cvtColor pass and saves more than that in
+        the warp (``scripts/bench_data.py`` times the pipeline); the three colour channels come
+        out bit for bit the same as a 3-channel warp (tested)."""
+        swap = channels != self.color
+        four = cv2.cvtColor(
+            image,
+            cv2.COLOR_BGR2RGBA if swap else cv2.COLOR_BGR2BGRA,
+            dst=_four_channel_block(image.shape[0], image.shape[1]),
+        )
+        return cv2.warpAffine(four, image_matrix, self.input_size, flags=cv2.INTER_LINEAR)[..., :3]
 
     def to_tensor(self, crop: np.ndarray, channels: str = "bgr") -> torch.Tensor:
         """(H, W, 3) uint8 in ``channels`` order -> (3, H, W) uint8 in the configured order (a
