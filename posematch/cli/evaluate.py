@@ -35,6 +35,7 @@ from posematch.cli.run_record import model_name, run_info
 from posematch.cli.user_errors import user_errors
 from posematch.engine import dist
 from posematch.engine.evaluate import evaluate
+from posematch.engine.settings import Validation
 from posematch.evaluation.report import markdown_row
 from posematch.predictor import trained_config
 
@@ -102,17 +103,8 @@ def run(cfg: DictConfig) -> dict | None:
     log.info("loaded %s: %s", cfg.checkpoint, run.load.describe())
     dataset = instantiate(cfg.data.val)
     evaluator = instantiate(cfg.data.evaluator)
-    metrics = evaluate(
-        run.model.to(device),
-        dataset,
-        run.codec,
-        evaluator,
-        device,
-        batch_size=test.batch_size,
-        num_workers=test.num_workers,
-        flip_perm=run.test_time.flip_perm,
-        shift=run.test_time.shift,
-    )
+    scored = Validation(dataset, run.codec, evaluator, run.test_time.flip_perm, run.test_time.shift)
+    metrics = evaluate(run.model.to(device), scored, device, test.batch_size, test.num_workers)
     if metrics is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         record = {"checkpoint": str(cfg.checkpoint), "config": OmegaConf.to_container(cfg.data)}

@@ -20,10 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from posematch.engine import dist
 from posematch.engine.loaders import batches
+from posematch.engine.settings import Validation
 from posematch.engine.signals import ignore_stop_signals
 from posematch.evaluation.diagnosis import heatmap_health as health_summary
 from posematch.inference import predict_loader
-from posematch.types import Batch, Codec, EvaluationSet, Evaluator, Predictions
+from posematch.types import Batch, Codec, EvaluationSet, Predictions
 
 HEALTH_KEYS = ("dead_share", "top_mass", "window_mass")
 
@@ -62,26 +63,25 @@ def collect_predictions(
 
 def evaluate(
     model: nn.Module,
-    dataset: EvaluationSet,
-    codec: Codec,
-    evaluator: Evaluator,
+    validation: Validation,
     device: torch.device,
     batch_size: int = 32,
     num_workers: int = 0,
-    flip_perm: Sequence[int] | None = None,
-    shift: bool = True,
     heatmap_health: bool = False,
 ) -> dict[str, Any] | None:
-    """Metrics of ``model`` on ``dataset`` (rank 0; ``None`` on the other ranks).
+    """Metrics of ``model`` on ``validation.dataset``, decoded by its codec, scored by its evaluator,
+    with its test time (flip permutation, shift); on rank 0, ``None`` on the other ranks.
 
     ``heatmap_health``: add ``dead_share``, ``top_mass`` and ``window_mass`` of the non-flipped
     heatmaps (see the module docstring; None where every heatmap is dead).
     The metrics also hold ``skipped``: the dataset's records skipped under ``skip_bad`` (malformed
     at load time or unreadable), whose people count as missed.
     """
+    dataset, evaluator = validation.dataset, validation.evaluator
     merged = collect_predictions(
-        model, dataset, codec, device, batch_size, num_workers, flip_perm, shift
-    )
+        model, dataset, validation.codec, device, batch_size, num_workers,
+        validation.flip_perm, validation.shift,
+    )  # fmt: skip
     if merged is None:
         return None
     evaluator.reset()

@@ -143,8 +143,8 @@ class RunFolder:
 
 @dataclass(frozen=True)
 class Validation:
-    """Validation during training: ``evaluator`` scores ``dataset``'s predictions, decoded by
-    ``codec``, every ``TrainerSettings.val_every`` epochs.
+    """What a split is scored with: ``evaluator`` scores ``dataset``'s predictions, decoded by
+    ``codec`` (during training every ``TrainerSettings.val_every`` epochs; ``posematch-eval``).
 
     flip_perm: the joint permutation of the flip test (``KeypointSpec.flip_permutation()``), or
         None for no flip test. shift: the official 1 px shift of the flipped heatmaps. Both come

@@ -279,10 +279,8 @@ def _validate(
     as ``val/*`` record entries, with ``val/dead_share``, ``val/top_mass`` and
     ``val/window_mass``: the health of the non-flipped validation heatmaps."""
     metrics = evaluate(
-        m.model, validation.dataset, validation.codec, validation.evaluator, device,
-        settings.batch_size, settings.num_workers, validation.flip_perm, validation.shift,
-        heatmap_health=True,
-    )  # fmt: skip
+        m.model, validation, device, settings.batch_size, settings.num_workers, heatmap_health=True
+    )
     metrics = dist.broadcast_object(metrics)
     value = metrics.get(monitor)
     if value is not None and value > progress.best:
