@@ -14,17 +14,11 @@ import tomllib
 import yaml
 
 from tests.conftest import REPO
+from tests.test_readme_snippets import CONFIGS
 
 BIN = Path(sys.executable).parent
-# The console scripts of pyproject.toml with their config files (independent of posematch.cli).
-COMMANDS = {
-    "posematch-train": "train",
-    "posematch-eval": "evaluate",
-    "posematch-infer": "infer",
-    "posematch-diagnose": "diagnose",
-    "posematch-export": "export",
-    "posematch-check-data": "check_data",
-}
+# The console scripts of pyproject.toml with their config files (conf/<name>.yaml).
+COMMANDS = CONFIGS
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
