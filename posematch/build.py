@@ -12,15 +12,17 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from posematch.engine.checks import check_geometry
+from posematch.engine.settings import Validation
 from posematch.keypoints import KeypointSpec
 from posematch.models.checkpoints import LoadReport, load_checkpoint
-from posematch.types import Codec
+from posematch.types import Codec, Geometry
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class PoseRun:
     spec: KeypointSpec
     test_time: TestTime
     load: LoadReport | None = None
+
+    @property
+    def geometry(self) -> Geometry:
+        """Input and heatmap sizes (pixels) and their mapping: the codec's, which the model was
+        checked against and the data pipeline must agree with."""
+        return self.codec.geometry
 
 
 def checkpoint_holds_every_weight(model_cfg: DictConfig) -> None:
@@ -82,3 +90,15 @@ def build_run(
     check_geometry(model, geometry.input_size, geometry.heatmap_size, spec.num_keypoints)
     flip_perm = tuple(spec.flip_permutation()) if flip else None
     return PoseRun(model, codec, spec, TestTime(flip_perm, shift), report)
+
+
+def build_validation(cfg: DictConfig, run: PoseRun, **evaluator_options: Any) -> Validation:
+    """The split of ``cfg.data.val`` scored by ``cfg.data.evaluator`` (``evaluator_options``
+    override its config), decoded with ``run``'s codec at ``run``'s test time."""
+    return Validation(
+        dataset=instantiate(cfg.data.val),
+        codec=run.codec,
+        evaluator=instantiate(cfg.data.evaluator, **evaluator_options),
+        flip_perm=run.test_time.flip_perm,
+        shift=run.test_time.shift,
+    )

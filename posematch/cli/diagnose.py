@@ -19,10 +19,9 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from posematch.build import build_run
+from posematch.build import build_run, build_validation
 from posematch.cli.common import CONFIG_PATH, flag, resolve_device
 from posematch.cli.help import with_help
 from posematch.cli.user_errors import user_errors
@@ -98,19 +97,9 @@ def run(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device, local)
     flip, shift = run_test_time(train_cfg)
     run = build_run(train_cfg, checkpoint, flip=flip, shift=shift)
-    dataset = instantiate(train_cfg.data.val)
-    evaluator = instantiate(train_cfg.data.evaluator, results_name="diagnosis_results.json")
+    scored = build_validation(train_cfg, run, results_name="diagnosis_results.json")
     report = diagnose(
-        run.model.to(device),
-        dataset,
-        run.codec,
-        evaluator,
-        run.spec,
-        device,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        flip=flip,
-        shift=shift,
+        run.model.to(device), scored, run.spec, device, cfg.batch_size, cfg.num_workers
     )
     report = {
         "run": str(run_dir),

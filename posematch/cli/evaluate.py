@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from posematch import runinfo
-from posematch.build import build_run
+from posematch.build import build_run, build_validation
 from posematch.cli.common import (
     CONFIG_PATH,
     TestTimeOptions,
@@ -35,7 +34,6 @@ from posematch.cli.run_record import model_name, run_info
 from posematch.cli.user_errors import user_errors
 from posematch.engine import dist
 from posematch.engine.evaluate import evaluate
-from posematch.engine.settings import Validation
 from posematch.evaluation.report import markdown_row
 from posematch.predictor import trained_config
 
@@ -101,9 +99,7 @@ def run(cfg: DictConfig) -> dict | None:
     run = build_run(cfg, cfg.checkpoint, flip=test.flip, shift=test.shift)
     assert run.load is not None  # built from a checkpoint
     log.info("loaded %s: %s", cfg.checkpoint, run.load.describe())
-    dataset = instantiate(cfg.data.val)
-    evaluator = instantiate(cfg.data.evaluator)
-    scored = Validation(dataset, run.codec, evaluator, run.test_time.flip_perm, run.test_time.shift)
+    scored = build_validation(cfg, run)
     metrics = evaluate(run.model.to(device), scored, device, test.batch_size, test.num_workers)
     if metrics is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

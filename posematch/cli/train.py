@@ -12,6 +12,7 @@ signal (143 / 130); ``resume=auto`` continues from that step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from posematch import runinfo
-from posematch.build import build_run
+from posematch.build import build_run, build_validation
 from posematch.cli.common import CONFIG_PATH, TestTimeOptions, flag, resolve_device
 from posematch.cli.help import with_help
 from posematch.cli.run_lock import RunFolderBusy, run_folder_lock
@@ -32,7 +33,7 @@ from posematch.cli.user_errors import user_errors
 from posematch.data.topdown import InstanceSubset, TopDownDataset, first_instances
 from posematch.engine import dist
 from posematch.engine.optim import OptimizerSettings
-from posematch.engine.settings import RunFolder, Validation
+from posematch.engine.settings import RunFolder
 from posematch.engine.signals import Preempted
 from posematch.engine.trainer import fit
 from posematch.types import Evaluator
@@ -65,16 +66,12 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     )
     validation = None
     if flag(cfg, "validate", True):
-        val_set, evaluator = instantiate(cfg.data.val), instantiate(cfg.data.evaluator)
+        validation = build_validation(cfg, run)
         if settings.max_val_instances is not None:
-            val_set = smoke_validation(val_set, evaluator, settings.max_val_instances)
-        validation = Validation(
-            dataset=val_set,
-            codec=codec,
-            evaluator=evaluator,
-            flip_perm=run.test_time.flip_perm,
-            shift=run.test_time.shift,
-        )
+            subset = smoke_validation(
+                validation.dataset, validation.evaluator, settings.max_val_instances
+            )
+            validation = dataclasses.replace(validation, dataset=subset)
     return {
         "settings": settings,
         "model": run.model,

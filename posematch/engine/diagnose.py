@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from posematch.engine.loaders import batches
+from posematch.engine.settings import Validation
 from posematch.evaluation.coco import CocoKeypointEvaluator, coco_keypoint_stats
 from posematch.evaluation.diagnosis import (
     best_matches,
@@ -39,7 +40,7 @@ from posematch.evaluation.diagnosis import (
 )
 from posematch.inference import decode_to_image, forward_heatmaps, heatmap_mass_shares
 from posematch.keypoints import KeypointSpec
-from posematch.types import Batch, Codec
+from posematch.types import Batch, Codec, EvaluationSet
 
 
 def image_to_heatmap(inverse: torch.Tensor, heatmap_per_input: tuple[float, float]) -> torch.Tensor:
@@ -53,7 +54,7 @@ def image_to_heatmap(inverse: torch.Tensor, heatmap_per_input: tuple[float, floa
 @torch.no_grad()
 def collect(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: EvaluationSet,
     codec: Codec,
     flip_perm: list[int],
     device: torch.device,
@@ -65,7 +66,7 @@ def collect(
     keypoints_flip (N, K, 2) image px, scores_plain / scores_flip (N, K), to_heatmap (N, 2, 2),
     top_mass / window_mass (N, K) (non-flipped heatmaps, NaN when dead)."""
     loader = DataLoader(
-        dataset,
+        cast(Dataset, dataset),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -101,31 +102,31 @@ def collect(
 
 def diagnose(
     model: nn.Module,
-    dataset: Dataset,
-    codec: Codec,
-    evaluator: CocoKeypointEvaluator,
+    validation: Validation,
     spec: KeypointSpec,
     device: torch.device,
     batch_size: int = 32,
     num_workers: int = 0,
-    flip: bool = True,
-    shift: bool = True,
 ) -> dict[str, Any]:
-    """The diagnosis of ``model`` on ``dataset`` (see the module docstring).
+    """The diagnosis of ``model`` on ``validation.dataset`` (see the module docstring).
 
     Args:
         model: images -> heatmaps, on ``device``.
-        dataset: a COCO-format top-down dataset in test mode (``meta`` with inverse crop matrices).
-        codec: decodes heatmaps; ``codec.geometry`` maps heatmap and input pixels.
-        evaluator: the run's COCO evaluator (its ground truth, rescoring, NMS and COCOeval); its
-            results file is written to ``evaluator.results_file``.
-        spec: the dataset's keypoints: joint names, flip pairs, OKS sigmas.
-        flip, shift: the run's own test setting (the AP rows, joint errors and recall use it).
+        validation: a COCO-format top-down dataset in test mode (``meta`` with inverse crop
+            matrices), the codec that decodes the heatmaps (``codec.geometry`` maps heatmap and
+            input pixels), the run's COCO evaluator (its ground truth, rescoring, NMS and COCOeval;
+            its results file is written to ``evaluator.results_file``) and the run's own test
+            time (flip test when ``flip_perm`` is set, and its shift): the AP rows, joint errors
+            and recall use it.
+        spec: the dataset's keypoints: joint names, flip pairs (both passes are always made),
+            OKS sigmas.
 
     Returns:
         ``{"setup", "ap", "ap_oracle", "recall_at_oks", "joint_error", "mean_error",
         "heatmap_health"}``: see ``posematch.evaluation.diagnosis`` for the definitions.
     """
+    dataset, codec, evaluator = validation.dataset, validation.codec, validation.evaluator
+    flip, shift = validation.flip_perm is not None, validation.shift
     if not isinstance(evaluator, CocoKeypointEvaluator):
         raise TypeError(
             f"diagnosis needs a COCO-format dataset and CocoKeypointEvaluator, got "
