@@ -50,7 +50,9 @@ def test_predictions_map_back_to_the_original_pixels():
     codec = GaussianHeatmapCodec((192, 256), (48, 64), sigma=2.0, unbiased=True,
                                  decoder="dark", blur_kernel=0)  # fmt: skip
     # A training pipeline without flips, so rotated and rescaled crops are covered.
-    pipe = TopDownPipeline((192, 256), COCO, train=True, flip=False, rotation_prob=1.0)
+    pipe = TopDownPipeline(
+        (192, 256), COCO, train=True, augmentation={"flip": False, "rotation_prob": 1.0}
+    )
     ds = CocoKeypoints(str(root / "test_coco.json"), str(root), pipe, codec)
     batch = Batch.collate([ds[i] for i in range(len(ds))])
     model = OracleModel(codec, batch.keypoints)

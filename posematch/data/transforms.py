@@ -19,8 +19,8 @@ can make every sample reproducible from (seed, epoch, index) whatever the number
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import cv2
@@ -111,6 +111,27 @@ def half_body_box(
     return center, np.array([w, h]) / PIXEL_STD * padding
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """The training crop's random draws (the official SimpleBaseline / HRNet recipe by default).
+
+    flip: random horizontal flip. half_body_prob: probability of the half-body crop (0.3), which
+    needs more than ``half_body_min_joints`` labelled joints (8). scale_factor: ``sf`` of the random
+    scale (0.35). rotation_factor: ``rf`` of the random rotation in degrees (45), applied with
+    probability ``rotation_prob`` (0.6). photometric: an albumentations transform applied to the
+    uint8 crop, or None; it sees the network's channel order (RGB is what albumentations' colour
+    transforms assume).
+    """
+
+    flip: bool = True
+    half_body_prob: float = 0.3
+    half_body_min_joints: int = 8
+    scale_factor: float = 0.35
+    rotation_factor: float = 45.0
+    rotation_prob: float = 0.6
+    photometric: Any = None
+
+
 class TopDownPipeline:
     """Crop and augment one person instance; the crop stays uint8 (``TopDownModel`` normalises).
 
@@ -118,15 +139,9 @@ class TopDownPipeline:
         input_size: (width, height) of the network input in pixels.
         spec: keypoint description (flip pairs, upper body).
         train: draw augmentations; otherwise a plain crop.
-        flip: random horizontal flip (train only).
-        half_body_prob: probability of the half-body crop (official 0.3).
-        half_body_min_joints: half-body needs more than this many labelled joints (official 8).
-        scale_factor: ``sf`` of the random scale (official 0.35).
-        rotation_factor: ``rf`` of the random rotation in degrees (official 45).
-        rotation_prob: probability of rotating at all (official 0.6).
-        photometric: an albumentations transform applied to the uint8 crop (train only), or None;
-            it sees the network's channel order (``color``; RGB is what albumentations' colour
-            transforms assume).
+        augmentation: the draws of a training crop: an ``Augmentation``, or a mapping of its fields
+            (what a config gives: ``augmentation: {rotation_factor: 15}``); None: the official
+            recipe.
         color: channel order fed to the network, ``"rgb"`` or ``"bgr"``.
         udp: unbiased (UDP) crop matrix instead of the official one.
     """
@@ -136,13 +151,7 @@ class TopDownPipeline:
         input_size: tuple[int, int] = (192, 256),
         spec: KeypointSpec | None = None,
         train: bool = False,
-        flip: bool = True,
-        half_body_prob: float = 0.3,
-        half_body_min_joints: int = 8,
-        scale_factor: float = 0.35,
-        rotation_factor: float = 45.0,
-        rotation_prob: float = 0.6,
-        photometric: Any = None,
+        augmentation: Augmentation | Mapping[str, Any] | None = None,
         color: str = "rgb",
         udp: bool = False,
     ) -> None:
@@ -150,17 +159,21 @@ class TopDownPipeline:
             raise ValueError(f"color={color!r}: expected 'rgb' or 'bgr'")
         if spec is None:
             raise ValueError("spec: a KeypointSpec is required (flip pairs, upper body)")
+        if augmentation is None:
+            augmentation = Augmentation()
+        elif not isinstance(augmentation, Augmentation):
+            known = {f.name for f in fields(Augmentation)}
+            unknown = sorted(set(augmentation) - known)
+            if unknown:
+                raise ValueError(
+                    f"augmentation.{unknown[0]}: not an augmentation option ({', '.join(sorted(known))})"
+                )
+            augmentation = Augmentation(**augmentation)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
         self.spec = spec
         self.train = train
-        self.flip = flip
-        self.half_body_prob = half_body_prob
-        self.half_body_min_joints = half_body_min_joints
-        self.scale_factor = scale_factor
-        self.rotation_factor = rotation_factor
-        self.rotation_prob = rotation_prob
-        self.photometric = photometric
+        self.augmentation = augmentation
         self.color = color
         self.udp = udp
 
@@ -230,8 +243,8 @@ class TopDownPipeline:
             inverse[0] = -inverse[0]
             inverse[0, 2] += last
         crop = self._warp(image, image_matrix, channels)
-        if self.train and self.photometric is not None:
-            crop = self.photometric(image=np.ascontiguousarray(crop))["image"]
+        if self.train and self.augmentation.photometric is not None:
+            crop = self.augmentation.photometric(image=np.ascontiguousarray(crop))["image"]
         return CropResult(
             image=self.to_tensor(crop, self.color),  # already in the network's order
             keypoints=apply_affine(keypoints, matrix),
@@ -255,16 +268,17 @@ class TopDownPipeline:
         """The training augmentation's draws, in the official order: half body, scale, rotation
         (degrees), flip of an image ``width`` px wide. Returns the keypoints, visibility, centre
         and scale they give, the rotation and whether the instance was flipped."""
+        aug = self.augmentation
         rot, flipped = 0.0, False
-        if (visible > 0).sum() > self.half_body_min_joints and rng.random() < self.half_body_prob:
+        if (visible > 0).sum() > aug.half_body_min_joints and rng.random() < aug.half_body_prob:
             box = half_body_box(keypoints, visible, self.spec, self.aspect_ratio, rng)
             if box is not None:
                 center, scale = box
-        sf, rf = self.scale_factor, self.rotation_factor
+        sf, rf = aug.scale_factor, aug.rotation_factor
         scale = scale * min(max(rng.standard_normal() * sf + 1, 1 - sf), 1 + sf)
-        if rng.random() <= self.rotation_prob:
+        if rng.random() <= aug.rotation_prob:
             rot = float(min(max(rng.standard_normal() * rf, -rf * 2), rf * 2))
-        if self.flip and rng.random() <= 0.5:
+        if aug.flip and rng.random() <= 0.5:
             flipped = True
             keypoints, visible = flip_keypoints(keypoints, visible, width, self.spec)
             center[0] = width - center[0] - 1

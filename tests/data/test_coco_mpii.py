@@ -74,7 +74,9 @@ def test_sample_has_image_targets_weights_and_meta():
 
 
 def test_flip_pairs_by_hand():
-    pipe = TopDownPipeline((192, 256), COCO, train=True, scale_factor=0.0, rotation_prob=0.0)
+    pipe = TopDownPipeline(
+        (192, 256), COCO, train=True, augmentation={"scale_factor": 0.0, "rotation_prob": 0.0}
+    )
     inst = coco_dataset().instances[0]
     image = np.zeros((425, 640, 3), np.uint8)
     for seed in range(20):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from posematch.data.boxes import affine_matrix, apply_affine, box_to_center_scale
-from posematch.data.transforms import TopDownPipeline
+from posematch.data.transforms import Augmentation, TopDownPipeline
 from posematch.keypoints import COCO
 
 
@@ -95,7 +95,7 @@ def test_training_crop_round_trip_and_folded_flip_equals_flipping_the_image(rng)
 
 
 def test_augmentation_draws_follow_the_official_ranges():
-    pipe = TopDownPipeline((192, 256), COCO, train=True, half_body_prob=0.0)
+    pipe = TopDownPipeline((192, 256), COCO, train=True, augmentation={"half_body_prob": 0.0})
     kpts, vis = np.full((17, 2), 100.0), np.full(17, 2)
     scales, rots = [], []
     for seed in range(400):
@@ -109,8 +109,8 @@ def test_augmentation_draws_follow_the_official_ranges():
 
 
 def test_half_body_crops_around_the_chosen_half(rng):
-    pipe = TopDownPipeline((192, 256), COCO, train=True, half_body_prob=1.0, scale_factor=0.0,
-                           rotation_prob=0.0, flip=False)  # fmt: skip
+    pipe = TopDownPipeline((192, 256), COCO, train=True, augmentation=Augmentation(
+        half_body_prob=1.0, scale_factor=0.0, rotation_prob=0.0, flip=False))  # fmt: skip
     kpts = np.zeros((17, 2))
     kpts[:11] = [[100, 50 + 5 * i] for i in range(11)]  # upper body, a vertical line
     kpts[11:] = [[100 + 10 * i, 300] for i in range(6)]  # lower body, a horizontal line
@@ -134,9 +134,9 @@ def test_photometric_albumentations_runs_on_training_crops_only():
         np.array([50.0, 50.0]),
         np.array([0.4, 0.5]),
     )
-    kw = {"color": "bgr", "photometric": darken}
-    train = TopDownPipeline((48, 64), COCO, train=True, scale_factor=0, rotation_prob=0, **kw)
-    plain = TopDownPipeline((48, 64), COCO, train=False, **kw)
+    aug = Augmentation(scale_factor=0, rotation_prob=0, photometric=darken)
+    train = TopDownPipeline((48, 64), COCO, train=True, augmentation=aug, color="bgr")
+    plain = TopDownPipeline((48, 64), COCO, train=False, augmentation=aug, color="bgr")
     centre = (slice(None), slice(28, 36), slice(20, 28))
     assert (plain(*args).image[centre].numpy() == 200).all()
     # brightness -0.5 of the maximum: 200 - 0.5 * 255 = 72.5
@@ -213,7 +213,7 @@ def test_crop_equals_a_three_channel_warp_bit_for_bit(
 
     if keep_bytes is not None:
         monkeypatch.setattr(transforms, "_KEEP_BYTES", keep_bytes)
-    pipe = TopDownPipeline((192, 256), COCO, train=True, flip=False, color=color)
+    pipe = TopDownPipeline((192, 256), COCO, train=True, augmentation={"flip": False}, color=color)
     kpts, vis = rng.uniform(50, 250, size=(17, 2)), np.full(17, 2)
     for seed, shape in enumerate([(300, 400, 3), (180, 120, 3), (300, 400, 3)]):
         image = rng.integers(0, 256, size=shape, dtype=np.uint8)
@@ -224,3 +224,13 @@ def test_crop_equals_a_three_channel_warp_bit_for_bit(
         if channels != color:
             official = official[..., ::-1]
         np.testing.assert_array_equal(crop.image.permute(1, 2, 0).numpy(), official)
+
+
+def test_augmentation_from_a_config_mapping_and_unknown_keys_named():
+    # A config gives the training draws as a mapping (data.train.pipeline.augmentation); a key
+    # that is not an option is named instead of being dropped.
+    pipe = TopDownPipeline((48, 64), COCO, train=True, augmentation={"rotation_factor": 15.0})
+    assert pipe.augmentation == Augmentation(rotation_factor=15.0)
+    assert TopDownPipeline((48, 64), COCO).augmentation == Augmentation()  # the official recipe
+    with pytest.raises(ValueError, match="augmentation.rotation: not an augmentation option"):
+        TopDownPipeline((48, 64), COCO, train=True, augmentation={"rotation": 15.0})
