@@ -232,5 +232,5 @@ def test_augmentation_from_a_config_mapping_and_unknown_keys_named():
     pipe = TopDownPipeline((48, 64), COCO, train=True, augmentation={"rotation_factor": 15.0})
     assert pipe.augmentation == Augmentation(rotation_factor=15.0)
     assert TopDownPipeline((48, 64), COCO).augmentation == Augmentation()  # the official recipe
-    with pytest.raises(ValueError, match="augmentation.rotation: not an augmentation option"):
+    with pytest.raises(ValueError, match=r"augmentation\.rotation: not an augmentation option"):
         TopDownPipeline((48, 64), COCO, train=True, augmentation={"rotation": 15.0})
