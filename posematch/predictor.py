@@ -138,7 +138,15 @@ def saved_config(run_dir: str | Path, trust: bool = False) -> DictConfig:
 
 def run_test_time(cfg: DictConfig) -> tuple[bool, bool]:
     """(flip test, 1 px shift of the flipped heatmaps) of a trained run's config: its ``test``
-    group (conf/test/); both on where it says nothing."""
+    group (conf/test/); both on where it says nothing. A config of an older version, with
+    ``trainer.flip_test`` / ``trainer.shift_heatmap``, is refused by name rather than read with
+    another test time."""
+    old = [k for k in ("flip_test", "shift_heatmap") if k in (cfg.get("trainer") or {})]
+    if old:
+        raise ValueError(
+            f"trainer.{old[0]}: a run config of an older posematch (the test time is now the "
+            "test group: test.flip, test.shift); retrain, or move the setting there"
+        )
     test = cfg.get("test") or {}
     return bool(test.get("flip", True)), bool(test.get("shift", True))
 

@@ -122,3 +122,10 @@ def test_run_test_time_reads_the_test_group(cfg, expected):
     from posematch.predictor import run_test_time
 
     assert run_test_time(OmegaConf.create(cfg)) == expected
+
+
+def test_run_test_time_refuses_the_old_trainer_keys():
+    from posematch.predictor import run_test_time
+
+    with pytest.raises(ValueError, match=r"trainer\.flip_test: a run config of an older posematch"):
+        run_test_time(OmegaConf.create({"trainer": {"flip_test": False}}))

@@ -42,12 +42,22 @@ def user_errors(command: str) -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun() or not _is_user_error(err):
             raise
         _remove_unused_run_dir()
         sys.stderr.write(f"{command}: error: {_message(err)}\n")
         sys.stderr.flush()
         raise SystemExit(1) from None
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """A Hydra error is the user's when it wraps none or one of theirs (a bad option or file named
+    by a constructor, an unknown ``_target_``); a TypeError or KeyError raised inside a
+    constructor is a bug, and keeps its traceback."""
+    if not isinstance(err, HydraException):
+        return True
+    cause = err.__cause__
+    return cause is None or isinstance(cause, (*USER_ERRORS, ImportError))
 
 
 def _message(err: BaseException) -> str:
@@ -72,8 +82,8 @@ def _remove_unused_run_dir() -> None:
     """Remove this job's output folder when it holds nothing but Hydra's own files, then its empty
     parents inside the working directory (``outputs/train/<date>``). A folder that holds anything
     else (a resumed run, the user's files) is left as it is."""
-    if not HydraConfig.initialized():
-        return
+    if not HydraConfig.initialized() or os.environ.get("RANK", "0") != "0":
+        return  # under torchrun the ranks share the folder: rank 0 alone tidies it
     hydra_cfg = HydraConfig.get()
     folder = Path(hydra_cfg.runtime.output_dir).resolve()
     cwd = Path.cwd().resolve()
@@ -83,16 +93,19 @@ def _remove_unused_run_dir() -> None:
     entries = {p.name for p in folder.iterdir()}
     if not entries <= _HYDRA_FILES | {log_file}:
         return
-    for name in entries:
-        path = folder / name
-        if path.is_dir():
-            for child in path.iterdir():
-                child.unlink()
-            path.rmdir()
-        else:
-            path.unlink()
-    folder.rmdir()
-    folder = folder.parent
-    while cwd in folder.parents and not any(folder.iterdir()):
+    try:
+        for name in entries:
+            path = folder / name
+            if path.is_dir():
+                for child in path.iterdir():
+                    child.unlink()
+                path.rmdir()
+            else:
+                path.unlink()
         folder.rmdir()
         folder = folder.parent
+        while cwd in folder.parents and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    except OSError:
+        pass  # tidying is a courtesy: the error message matters more

@@ -277,7 +277,9 @@ class InstanceSubset(Dataset):
         self.indices = sorted(int(i) for i in indices)
         if not self.indices or self.indices[-1] >= len(base) or self.indices[0] < 0:
             raise ValueError(f"InstanceSubset: indices must lie in [0, {len(base)})")
-        self.bad_records = base.bad_records
+        # Malformed records were dropped at load time and belong to no chosen image: the subset's
+        # count of them is unknown, and the split's would overstate it.
+        self.bad_records: list[str] = []
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -203,7 +203,15 @@ def _resume(m: Machinery, run: RunFolder, device: torch.device) -> Progress:
         m.scheduler.load_state_dict(state["scheduler"])
     if m.scaler is not None and state["scaler"] is not None:
         m.scaler.load_state_dict(state["scaler"])
-    if m.warmup is not None and state["warmup"] is not None:
+    if (m.warmup is None) != (state["warmup"] is None):
+        # LinearLR scales the rate it finds: starting one on a loaded rate (or dropping one
+        # mid-ramp) would leave the lr off by up to 1 / warmup_ratio for the rest of the run.
+        had = "without a warm-up" if state["warmup"] is None else "with a warm-up"
+        raise ValueError(
+            f"resume={path}: that run was trained {had}; resume it with the same "
+            "trainer.warmup_iters, or start anew"
+        )
+    if m.warmup is not None:
         m.warmup.load_state_dict(state["warmup"])
     progress = Progress(
         state["epoch"], state["step"], state["best"], list(state["history"]), state.get("partial")

@@ -120,3 +120,22 @@ def test_the_synthetic_generator_names_itself(tmp_path):
     assert done.returncode == 0
     assert done.stdout.startswith("usage: python -m posematch.synthetic ")
     assert "__main__" not in done.stdout
+
+
+def test_a_bug_inside_a_constructor_keeps_its_traceback():
+    # A TypeError or KeyError raised in a constructor that Hydra instantiates is a bug, not a bad
+    # option: it is not reduced to one line (the reviewer's finding on the first version).
+    from hydra.errors import InstantiationException
+
+    from posematch.cli.user_errors import _is_user_error
+
+    def wrapped(cause: BaseException) -> InstantiationException:
+        err = InstantiationException("Error in call to target 'x.Y'")
+        err.__cause__ = cause
+        return err
+
+    assert _is_user_error(wrapped(ValueError("trainer.seed='abc': expected an integer")))
+    assert _is_user_error(wrapped(ModuleNotFoundError("No module named 'nope'")))  # a bad _target_
+    assert not _is_user_error(wrapped(KeyError("weight")))
+    assert not _is_user_error(wrapped(TypeError("unsupported operand")))
+    assert _is_user_error(FileNotFoundError("checkpoint=x: file not found"))

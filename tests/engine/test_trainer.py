@@ -61,6 +61,18 @@ def test_a_checkpoint_of_an_older_version_is_refused_by_name(tmp_path):
         _fit(tmp_path / "split", data, epochs=2, resume="auto", warmup_iters=8)
 
 
+def test_a_resume_with_another_warmup_is_refused(tmp_path):
+    # LinearLR scales whatever rate it finds: one started on a loaded rate would leave the lr
+    # 1 / warmup_ratio too high for the rest of the run.
+    data = synthetic_set(tmp_path / "synthetic")
+    _fit(tmp_path / "run", data, epochs=1)
+    with pytest.raises(ValueError, match="trained without a warm-up"):
+        _fit(tmp_path / "run", data, epochs=2, resume="auto", warmup_iters=8)
+    _fit(tmp_path / "warm", data, epochs=1, warmup_iters=8)
+    with pytest.raises(ValueError, match="trained with a warm-up"):
+        _fit(tmp_path / "warm", data, epochs=2, resume="auto")
+
+
 def test_training_lowers_the_loss(tmp_path):
     data = synthetic_set(tmp_path / "synthetic")
     summary = _fit(tmp_path / "run", data, epochs=4)
