@@ -82,25 +82,7 @@ def _parse_header(rows: list[tuple[int, list[str]]], path: str) -> _Header:
         raise DlcFormatError(
             f"{_where(path, scorer_line)}: {n_cells - n_index} data columns, not (x, y) pairs"
         )
-    coords_line, coords = rows[len(names) - 1]
-    parts_line, parts_row = rows[len(names) - 2]
-    parts: list[str] = []
-    for j in range(n_index, n_cells, 2):
-        for col, want in ((j, "x"), (j + 1, "y")):
-            if coords[col].strip() != want:
-                raise DlcFormatError(
-                    f"{_where(path, coords_line, col + 1)}: expected {want!r}, found "
-                    f"{coords[col]!r} (a label file holds x, y per body part)"
-                )
-        part = parts_row[j].strip()
-        if not part or parts_row[j + 1].strip() != part:
-            raise DlcFormatError(
-                f"{_where(path, parts_line, j + 2)}: the y column names body part "
-                f"{parts_row[j + 1]!r}, its x column {parts_row[j]!r}"
-            )
-        if part in parts:
-            raise DlcFormatError(f"{_where(path, parts_line, j + 1)}: body part {part!r} repeated")
-        parts.append(part)
+    parts = _header_parts(rows[len(names) - 2], rows[len(names) - 1], n_index, path)
     if "individuals" in names:
         line, cells = rows[1]
         names_seen = [c.strip() for c in cells[n_index:]]
@@ -112,6 +94,32 @@ def _parse_header(rows: list[tuple[int, list[str]]], path: str) -> _Header:
                 f"this file has {sorted(set(names_seen))})"
             )
     return _Header(n_index, n_cells, tuple(parts), len(names))
+
+
+def _header_parts(
+    parts_row: tuple[int, list[str]], coords_row: tuple[int, list[str]], n_index: int, path: str
+) -> list[str]:
+    """The body part of each (x, y) column pair, from the ``bodyparts`` and ``coords`` header rows
+    (line number, cells); DlcFormatError naming the cell otherwise."""
+    (parts_line, names), (coords_line, coords) = parts_row, coords_row
+    parts: list[str] = []
+    for j in range(n_index, len(coords), 2):
+        for col, want in ((j, "x"), (j + 1, "y")):
+            if coords[col].strip() != want:
+                raise DlcFormatError(
+                    f"{_where(path, coords_line, col + 1)}: expected {want!r}, found "
+                    f"{coords[col]!r} (a label file holds x, y per body part)"
+                )
+        part = names[j].strip()
+        if not part or names[j + 1].strip() != part:
+            raise DlcFormatError(
+                f"{_where(path, parts_line, j + 2)}: the y column names body part "
+                f"{names[j + 1]!r}, its x column {names[j]!r}"
+            )
+        if part in parts:
+            raise DlcFormatError(f"{_where(path, parts_line, j + 1)}: body part {part!r} repeated")
+        parts.append(part)
+    return parts
 
 
 def _cell_value(cell: str, where: str) -> float:

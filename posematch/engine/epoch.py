@@ -108,17 +108,9 @@ def train_one_epoch(
     sampler.set_epoch(epoch)
     cast(TrainingSet, loader.dataset).set_epoch(epoch)
     amp_dtype = AMP_DTYPES[settings.amp]
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
-    stats_sum: dict[str, float] = {}  # the loss's statistics, summed over this rank's steps
-    start = 0
+    start, total, stats_sum = _running_sums(progress.partial, device)
+    sampler.skip = start * settings.batch_size
     steps = sampler.epoch_length // settings.batch_size  # drop_last; whole epoch
-    if progress.partial is not None:
-        start, stats_sum = progress.partial["batch"], dict(progress.partial["stats_sum"])
-        # The saved total is summed over ranks (below); one rank carries it so that the epoch's
-        # all-reduce counts it once.
-        if dist.is_main():
-            total = progress.partial["total"].to(device=device, dtype=total.dtype)
-        sampler.skip = start * settings.batch_size
     if settings.max_steps_per_epoch is not None:
         steps = min(steps, settings.max_steps_per_epoch)
     later = steps * (settings.epochs - epoch - 1)  # the run's ETA counts the epochs to come
@@ -138,13 +130,7 @@ def train_one_epoch(
         for key, value in stats.items():
             stats_sum[key] = stats_sum.get(key, 0.0) + value
         progress.step += 1
-        lr = m.optimizer.param_groups[0]["lr"]
-        bar.update(loss.item(), lr)
-        # Step-level scalars under step/, apart from the epoch records' train/* and val/*.
-        logger.scalar("step/loss", loss.item(), progress.step)
-        logger.scalar("step/lr", lr, progress.step)
-        if "dead_share" in stats:
-            logger.scalar("step/dead_share", stats["dead_share"], progress.step)
+        _log_step(logger, bar, loss.item(), m.optimizer.param_groups[0]["lr"], stats, progress)
         signum = flag.agreed(device) if flag is not None else 0
         if signum and i + 1 < steps:  # after the last step the epoch ends normally
             bar.close()
@@ -158,6 +144,37 @@ def train_one_epoch(
     extra = {"lr": m.optimizer.param_groups[0]["lr"]}  # of the epoch's last step
     extra.update({key: value / max(steps, 1) for key, value in stats_sum.items()})
     return EpochEnd(mean_loss, extra)
+
+
+def _running_sums(
+    partial: dict[str, Any] | None, device: torch.device
+) -> tuple[int, torch.Tensor, dict[str, float]]:
+    """Where the epoch starts (its first batch), its (loss sum, batches) total and the loss's
+    statistics summed so far: zeros, or the mid-epoch state of a preempted run. The saved total is
+    summed over ranks (the epoch's all-reduce adds the ranks up), so one rank carries it."""
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    if partial is None:
+        return 0, total, {}
+    if dist.is_main():
+        total = partial["total"].to(device=device, dtype=total.dtype)
+    return partial["batch"], total, dict(partial["stats_sum"])
+
+
+def _log_step(
+    logger: RunLogger,
+    bar: Any,
+    loss: float,
+    lr: float,
+    stats: Mapping[str, float],
+    progress: Progress,
+) -> None:
+    """The progress line, and the step-level scalars under step/ (apart from the epoch records'
+    train/* and val/*)."""
+    bar.update(loss, lr)
+    logger.scalar("step/loss", loss, progress.step)
+    logger.scalar("step/lr", lr, progress.step)
+    if "dead_share" in stats:
+        logger.scalar("step/dead_share", stats["dead_share"], progress.step)
 
 
 def _step(
