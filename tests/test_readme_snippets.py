@@ -35,7 +35,7 @@ def python_blocks() -> list[str]:
 
 def readme_commands() -> list[str]:
     """The Hydra command lines of the README's bash blocks (continuations joined), but those
-    with a placeholder (``...``) or a folder of the user's (``$PWD``)."""
+    with a placeholder (``...``), a folder of the user's (``$PWD``) or ``--help``."""
     text = (REPO / "README.md").read_text()
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
@@ -43,6 +43,8 @@ def readme_commands() -> list[str]:
             line = line.split("  #", 1)[0].strip()
             if line.startswith("torchrun"):
                 line = "posematch-train " + line.split("posematch.cli.train", 1)[1]
+            if "--help" in line.split():
+                continue  # prints the help; composes nothing (tests/cli/test_help_and_errors.py)
             if line.split(" ", 1)[0] in CONFIGS and "..." not in line and "$PWD" not in line:
                 lines.append(line)
     return lines
