@@ -12,7 +12,12 @@ the loss, its codec and the head's output activation (``ARMS``). Protocol, per d
    project (5 folds), fold 0's held-out RMSE.
 2. ``final``: the selected lr, scored where selection never looked: synthetic, seeds 0 and 1 on
    the held-out test split (``posematch-diagnose split=test``, last checkpoint); a project, folds
-   1-4 (seed 0), their held-out frames, last checkpoint.
+   1-4 (seed 0), their held-out frames, last checkpoint. ``--selection FILE`` (an earlier run's
+   ``--out`` JSON) supplies the lr of an arm whose search is not under ``--runs``, so a CPU can
+   run the finals of a search done elsewhere.
+3. ``finetune`` (projects only): the fine-tune protocol. Each fold's final MSE model (trained
+   first when missing) starts every arm of ``FINETUNE`` (``model.init_from``), which trains 40
+   more epochs at equal budget: no warm-up, x0.1 at epoch 32, the lr fold 0 selected.
 
 Every run lives in its own folder under ``--runs`` and is skipped once it has finished (its last
 epoch in ``metrics.jsonl``), so the command resumes. ``--out`` (JSON) gets every finished run's
@@ -116,6 +121,15 @@ ARMS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
         ("5e-4", "1e-3", "2e-3"),
     ),
 }
+# Fine-tune arms: name -> lr. The lrs are fold 0's selection (results/imagenet_study.md): MSE at
+# 5e-4 (the one lr tried), zscore 1e-4 of (1e-4, 5e-4), softplus 5e-4.
+FINETUNE: dict[str, str] = {"mse": "5e-4", "zscore": "1e-4", "softplus": "5e-4"}
+FT_EPOCHS, FT_MILESTONE = 40, 32
+ARMS["zscore"] = (
+    "matching, zscore head (each map's standard scores), heatmap px (only the activation differs)",
+    ["codec=dots", "loss=sinkhorn", "model.head.activation=zscore"],
+    ("1e-4", "5e-4"),
+)
 
 
 def schedule(epochs: int) -> list[str]:
@@ -142,7 +156,9 @@ def command(
     run_dir: Path,
     args: argparse.Namespace,
     smoke: bool = False,
+    init_from: Path | None = None,
 ) -> list[str]:
+    """The training command of one run; ``init_from``: a fine-tune from that checkpoint."""
     ds, epochs, batch, warm, _, _ = DATASETS[dataset]
     sigma = f"{2.0 * heatmap_width(ds) / 48:g}"
     arm_o = [o.replace("{sigma}", sigma) for o in ARMS[arm][1]]
@@ -156,11 +172,16 @@ def command(
         *ds,
         *arm_o,
         *extra,
-        *schedule(1 if smoke else epochs),
+        *(
+            [f"trainer.epochs={FT_EPOCHS}", f"schedule.milestones=[{FT_MILESTONE}]"]
+            if init_from
+            else schedule(1 if smoke else epochs)
+        ),
         *steps,
+        *([f"model.init_from={init_from}"] if init_from else []),
         f"optim.optimizer.lr={lr}",
         f"trainer.batch_size={batch}",
-        f"trainer.warmup_iters={0 if smoke else warm}",
+        f"trainer.warmup_iters={0 if smoke or init_from else warm}",
         f"trainer.seed={seed}",
         f"trainer.num_workers={args.workers}",
         f"device={args.device}",
@@ -241,9 +262,31 @@ def selected(args: argparse.Namespace, dataset: str, arm: str) -> tuple[str, flo
         value = float(rec[f"val/{metric}"])
         cells.append((value if higher else -value, lr, value))
     if not cells:
-        return None
+        recorded = args.selection.get(dataset, {}).get(arm) if args.selection else None
+        return (recorded, float("nan")) if recorded else None
     _, lr, value = max(cells)
     return lr, value
+
+
+def finetune_dir(args: argparse.Namespace, dataset: str, arm: str, fold: int) -> Path:
+    return args.runs / dataset / "finetune" / arm / f"fold{fold}"
+
+
+def finetune_jobs(args: argparse.Namespace, dataset: str) -> list[tuple[list[str], Path, int]]:
+    """Per fold: its final MSE model (when missing), then every fine-tune arm from it."""
+    jobs = []
+    base_jobs = {run_dir: job for job in final_jobs(args, dataset, "mse") for run_dir in [job[1]]}
+    for fold in args.folds:
+        base = args.runs / dataset / "final" / "mse" / f"fold{fold}"
+        if base in base_jobs:
+            jobs.append(base_jobs[base])
+        for arm in args.ft_arms:
+            run_dir = finetune_dir(args, dataset, arm, fold)
+            cmd = command(
+                dataset, arm, FINETUNE[arm], 0, fold, run_dir, args, init_from=base / "last.pth"
+            )
+            jobs.append((cmd, run_dir, FT_EPOCHS))
+    return jobs
 
 
 def final_jobs(
@@ -313,6 +356,17 @@ def collect(args: argparse.Namespace) -> dict:
                         | {"run": str(run_dir)}
                     )
             d["heldout"][arm] = rows
+        if dataset != "synthetic":
+            d["finetune"] = {
+                arm: [
+                    {k.removeprefix("val/"): v for k, v in rec.items() if k.startswith("val/")}
+                    | {"run": str(finetune_dir(args, dataset, arm, f)), "lr": FINETUNE[arm]}
+                    for f in (1, 2, 3, 4)
+                    for rec in [last_record(finetune_dir(args, dataset, arm, f))]
+                    if rec is not None and int(rec.get("epoch", 0)) >= FT_EPOCHS
+                ]
+                for arm in FINETUNE
+            }
         out["datasets"][dataset] = d
     return out
 
@@ -351,6 +405,23 @@ def report(data: dict) -> str:
             lines.append(
                 f"| {ARMS[arm][0]} | {d['selected'][arm]} | " + " | ".join(cells) + f" | {dead} |"
             )
+        if any(d.get("finetune", {}).values()):
+            lines += [
+                "",
+                f"Fine-tune from each fold's MSE model, {FT_EPOCHS} epochs (x0.1 at "
+                f"{FT_MILESTONE}), folds 1-4:",
+                "",
+                "| continued with | lr | " + " | ".join(keys) + " | dead share |",
+                "|---|---:|" + "---:|" * (len(keys) + 1),
+            ]
+            for arm, rows in d["finetune"].items():
+                if not rows:
+                    continue
+                cells = [mean_sd([float(r[k]) for r in rows if k in r]) for k in keys]
+                dead = mean_sd([float(r["dead_share"]) for r in rows if "dead_share" in r])
+                lines.append(
+                    f"| {ARMS[arm][0]} | {FINETUNE[arm]} | " + " | ".join(cells) + f" | {dead} |"
+                )
         lines += ["", f"Search (selection on {metric}, last epoch):", ""]
         for name, rec in d["search"].items():
             lines.append(
@@ -376,10 +447,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--stages", default="search,final")
+    parser.add_argument("--stages", default="search,final", help="search, final, finetune")
+    parser.add_argument(
+        "--selection",
+        type=Path,
+        help="an earlier --out JSON: the lr of an arm whose search is not under --runs",
+    )
+    parser.add_argument("--folds", default="1,2,3,4", help="the finetune stage's folds")
+    parser.add_argument("--ft-arms", default=",".join(FINETUNE), help="the finetune stage's arms")
     args = parser.parse_args()
     args.datasets = args.datasets.split(",")
     args.arms = args.arms.split(",")
+    args.folds = [int(f) for f in args.folds.split(",")]
+    args.ft_arms = args.ft_arms.split(",")
+    args.selection = (
+        {k: v["selected"] for k, v in json.loads(args.selection.read_text())["datasets"].items()}
+        if args.selection
+        else None
+    )
     args.runs = args.runs.resolve()
     start = time.time()
     if args.smoke:
@@ -422,6 +507,10 @@ def main() -> None:
                 with ThreadPoolExecutor(max_workers=args.parallel) as pool:
                     list(pool.map(lambda p: score_test(p, args), dirs))
         print(f"[study] final done ({time.time() - start:.0f} s)", flush=True)
+    if "finetune" in args.stages:
+        jobs = [j for ds in args.datasets if ds != "synthetic" for j in finetune_jobs(args, ds)]
+        run_jobs(jobs, args)
+        print(f"[study] finetune done ({time.time() - start:.0f} s)", flush=True)
     data = collect(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1))
