@@ -1,11 +1,13 @@
 """The paper's protocol in kind (issue 13, item 3): an ImageNet start, a new head, each loss arm.
 
     python scripts/study_imagenet.py [--datasets synthetic,openfield,mirror] [--arms mse,relu,...]
+        [--stages search,final,finetune] [--selection JSON]
         [--runs runs/imagenet] [--parallel 1] [--device auto] [--smoke]
 
 Every run is ``python -m posematch.cli.train`` (what ``posematch-train`` runs) on EfficientNet-Lite0
 with the ImageNet weights of ``make install`` and a new SimpleBaseline head; arms differ only in
-the loss, its codec and the head's output activation (``ARMS``). Protocol, per dataset:
+the loss, its codec and the head's output activation (``ARMS``). ``synthetic128`` is the synthetic
+protocol sized for a 2-core CPU (the stride-16 trunk at 128x96). Protocol, per dataset:
 
 1. ``search``: each arm trains at every lr of ``LRS`` (the paper's relu arm at the paper's 1e-3
    only), seed 0. Selection looks only at: synthetic, the last epoch's val AP; a DeepLabCut
@@ -40,11 +42,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = ["model=efficientnet_lite0", "optim=adam", "trainer.dead_guard=null"]
+COMMON = ["optim=adam", "trainer.dead_guard=null"]
 # name -> (overrides, epochs, batch, warm-up steps, selection metric, higher is better)
 DATASETS: dict[str, tuple[list[str], int, int, int, str, bool]] = {
     "synthetic": (
         [
+            "model=efficientnet_lite0",
             "data=synthetic",
             "data.input_size=[192,256]",
             "data.heatmap_size=[48,64]",
@@ -56,8 +59,29 @@ DATASETS: dict[str, tuple[list[str], int, int, int, str, bool]] = {
         "AP",
         True,
     ),
+    # The synthetic protocol sized for a 2-core CPU: the stride-16 trunk at 128x96 (8x6 features;
+    # docs/models.md: about 0.37 s per batch-16 step), about 8 minutes a run.
+    "synthetic128": (
+        [
+            "model=efficientnet_lite0_s16",
+            "data=synthetic",
+            "data.input_size=[96,128]",
+            "data.heatmap_size=[24,32]",
+            "trainer.val_every=4",
+        ],
+        12,
+        32,
+        100,
+        "AP",
+        True,
+    ),
     "openfield": (
-        ["data=dlc_openfield", "data.num_folds=5", "trainer.val_every=25"],
+        [
+            "model=efficientnet_lite0",
+            "data=dlc_openfield",
+            "data.num_folds=5",
+            "trainer.val_every=25",
+        ],
         100,
         16,
         50,
@@ -65,7 +89,12 @@ DATASETS: dict[str, tuple[list[str], int, int, int, str, bool]] = {
         False,
     ),
     "mirror": (
-        ["data=mirror_mouse", "data.num_folds=5", "trainer.val_every=25"],
+        [
+            "model=efficientnet_lite0",
+            "data=mirror_mouse",
+            "data.num_folds=5",
+            "trainer.val_every=25",
+        ],
         100,
         16,
         50,
@@ -132,6 +161,11 @@ ARMS["zscore"] = (
 )
 
 
+def synthetic(dataset: str) -> bool:
+    """Synthetic: seeds and a test split; otherwise a DeepLabCut project: folds."""
+    return dataset.startswith("synthetic")
+
+
 def schedule(epochs: int) -> list[str]:
     """x0.1 at 80% and 93% of the epochs: the official 210-epoch shape (170, 200), scaled."""
     return [
@@ -162,13 +196,13 @@ def command(
     ds, epochs, batch, warm, _, _ = DATASETS[dataset]
     sigma = f"{2.0 * heatmap_width(ds) / 48:g}"
     arm_o = [o.replace("{sigma}", sigma) for o in ARMS[arm][1]]
-    extra = [f"data.fold={fold}"] if dataset != "synthetic" else [f"data.root={args.data}"]
+    extra = [f"data.fold={fold}"] if not synthetic(dataset) else [f"data.root={args.data}"]
     steps = ["trainer.max_steps_per_epoch=2", "trainer.val_every=1"] if smoke else []
     cmd = [
         sys.executable,
         "-m",
         "posematch.cli.train",
-        *MODEL,
+        *COMMON,
         *ds,
         *arm_o,
         *extra,
@@ -297,7 +331,7 @@ def final_jobs(
         return []
     lr, epochs = pick[0], DATASETS[dataset][1]
     out = []
-    if dataset == "synthetic":
+    if synthetic(dataset):
         run_dir = args.runs / dataset / "final" / arm / "seed1"
         out.append((command(dataset, arm, lr, 1, 0, run_dir, args), run_dir, epochs))
     else:
@@ -311,7 +345,7 @@ def final_dirs(args: argparse.Namespace, dataset: str, arm: str) -> list[Path]:
     pick = selected(args, dataset, arm)
     if pick is None:
         return []
-    if dataset == "synthetic":
+    if synthetic(dataset):
         return [
             search_dir(args, dataset, arm, pick[0]),
             args.runs / dataset / "final" / arm / "seed1",
@@ -338,7 +372,7 @@ def collect(args: argparse.Namespace) -> dict:
                 rec = last_record(run_dir)
                 if rec is None or int(rec.get("epoch", 0)) < DATASETS[dataset][1]:
                     continue
-                if dataset == "synthetic":
+                if synthetic(dataset):
                     diag = run_dir / "test" / "diagnosis.json"
                     if not diag.is_file():
                         continue
@@ -356,7 +390,7 @@ def collect(args: argparse.Namespace) -> dict:
                         | {"run": str(run_dir)}
                     )
             d["heldout"][arm] = rows
-        if dataset != "synthetic":
+        if not synthetic(dataset):
             d["finetune"] = {
                 arm: [
                     {k.removeprefix("val/"): v for k, v in rec.items() if k.startswith("val/")}
@@ -390,7 +424,7 @@ def report(data: dict) -> str:
     ]
     for dataset, d in data["datasets"].items():
         metric = DATASETS[dataset][4]
-        keys = ["AP"] if dataset == "synthetic" else ["RMSE", "PCK@0.2", "PCK@0.05", "AP"]
+        keys = ["AP"] if synthetic(dataset) else ["RMSE", "PCK@0.2", "PCK@0.05", "AP"]
         lines += [
             f"## {dataset}",
             "",
@@ -502,13 +536,13 @@ def main() -> None:
         jobs = [j for ds in args.datasets for arm in args.arms for j in final_jobs(args, ds, arm)]
         run_jobs(jobs, args)
         for ds in args.datasets:
-            if ds == "synthetic":
+            if synthetic(ds):
                 dirs = [p for arm in args.arms for p in final_dirs(args, ds, arm)]
                 with ThreadPoolExecutor(max_workers=args.parallel) as pool:
                     list(pool.map(lambda p: score_test(p, args), dirs))
         print(f"[study] final done ({time.time() - start:.0f} s)", flush=True)
     if "finetune" in args.stages:
-        jobs = [j for ds in args.datasets if ds != "synthetic" for j in finetune_jobs(args, ds)]
+        jobs = [j for ds in args.datasets if not synthetic(ds) for j in finetune_jobs(args, ds)]
         run_jobs(jobs, args)
         print(f"[study] finetune done ({time.time() - start:.0f} s)", flush=True)
     data = collect(args)

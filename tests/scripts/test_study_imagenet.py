@@ -105,3 +105,21 @@ def test_report_gives_the_finetune_rows_over_finished_folds_only(tmp_path):
     assert "80.00 ± 0.00 (n=2)" in row
     # no MSE fine-tune finished: no row for it (the held-out table's MSE row has its own lr 1e-3)
     assert "| MSE, Gaussian (official head) | 5e-4 |" not in text
+
+
+def test_the_cpu_sized_synthetic_protocol_names_its_model_once_and_scales_sigma(tmp_path):
+    s = _study()
+    args = _args(tmp_path, selection={"synthetic128": {"mse": "5e-4"}}, data="/d/synthetic")
+    [(cmd, run_dir, epochs)] = s.final_jobs(args, "synthetic128", "mse")
+    o = _options(cmd)
+    assert o["model"] == "efficientnet_lite0_s16" and o["data.root"] == "/d/synthetic"
+    # the official sigma 2 at 64x48 heatmaps, scaled to 32x24
+    assert o["codec.sigma"] == "1" and o["data.heatmap_size"] == "[24,32]"
+    # the final is seed 1 (seed 0 is the search run); 12 epochs, x0.1 at 80% and 93%
+    assert (o["trainer.seed"], o["trainer.epochs"], o["schedule.milestones"]) == (
+        "1",
+        "12",
+        "[9,11]",
+    )
+    assert run_dir == tmp_path / "synthetic128/final/mse/seed1" and epochs == 12
+    assert "data.fold" not in o
