@@ -3,7 +3,6 @@ synthetic data) and plot_loss_vs_localisation.py on metrics.jsonl files with han
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,21 +20,11 @@ from omegaconf import OmegaConf
 from posematch.codecs.geometry import HeatmapGeometry
 from posematch.synthetic import generate
 from tests.conftest import REPO
+from tests.scripts import load_script
 
 PYTHON = sys.executable
 # One image through a small net: more threads only contend on a shared CPU (10x slower here).
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _script(name: str):
-    """scripts/<name>.py as a module (scripts/ is not a package); registered, as dataclasses need."""
-    key = f"_scripts_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, REPO / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -100,7 +89,7 @@ def one_thread():
 
 def test_plot_heatmaps_options_and_errors(runs, tmp_path, capsys, one_thread):
     sinkhorn, mse, data = runs
-    mod = _script("plot_heatmaps")
+    mod = load_script("plot_heatmaps")
     out = tmp_path / "relu.png"
     argv = ["--runs", str(mse), "--relu", "--flip", "--index", "2", "--joints", "nose", "14"]
     assert mod.main([*argv, "--data-root", str(data), "--out", str(out)]) == 0
@@ -127,7 +116,7 @@ def test_heatmap_extent_puts_pixel_centres_where_the_codec_maps_them(udp):
     """Heatmap pixel j drawn over [left, right] with w pixels has its centre at
     left + (j + 0.5) (right - left) / w, which must be the codec's to_input(j): j * 4 standard,
     j * 95 / 23 with UDP (96 px input, 24 px heatmap)."""
-    mod = _script("plot_heatmaps")
+    mod = load_script("plot_heatmaps")
     left, right, bottom, top = mod.heatmap_extent(HeatmapGeometry((96, 128), (24, 32), udp))
     j, i = np.arange(24), np.arange(32)
     sx, sy = (95 / 23, 127 / 31) if udp else (4.0, 4.0)
@@ -138,7 +127,7 @@ def test_heatmap_extent_puts_pixel_centres_where_the_codec_maps_them(udp):
 
 
 def test_default_joints_prefer_the_labelled_side():
-    mod = _script("plot_heatmaps")
+    mod = load_script("plot_heatmaps")
     from posematch.keypoints import COCO, MPII
 
     labelled = np.ones(17, dtype=bool)
@@ -176,7 +165,7 @@ def _loss_runs(tmp_path: Path) -> tuple[Path, Path, Path]:
     return a, b, c
 
 
-def _run_loss_script(*args: str) -> subprocess.CompletedProcess:
+def _run_lossload_script(*args: str) -> subprocess.CompletedProcess:
     cmd = [PYTHON, "scripts/plot_loss_vs_localisation.py", *args]
     return subprocess.run(
         cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120, check=False
@@ -186,7 +175,7 @@ def _run_loss_script(*args: str) -> subprocess.CompletedProcess:
 def test_loss_vs_localisation_table_spearman_and_png(tmp_path):
     a, b, _ = _loss_runs(tmp_path)
     out = tmp_path / "out" / "loss.png"
-    proc = _run_loss_script("--runs", str(a), str(b), "--out", str(out))
+    proc = _run_lossload_script("--runs", str(a), str(b), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     assert "Spearman rho(train_loss, val/AP) = -1.000 (n=3)" in text
@@ -201,12 +190,12 @@ def test_loss_vs_localisation_table_spearman_and_png(tmp_path):
 
 def test_loss_vs_localisation_runs_without_validation_are_named(tmp_path):
     a, _, c = _loss_runs(tmp_path)
-    proc = _run_loss_script("--runs", str(c), "--out", str(tmp_path / "x.png"))
+    proc = _run_lossload_script("--runs", str(c), "--out", str(tmp_path / "x.png"))
     assert proc.returncode == 2
     assert f"{c}: no epoch has both 'train_loss' and 'val/AP'" in proc.stderr
     assert not (tmp_path / "x.png").exists()
 
-    mod = _script("plot_loss_vs_localisation")
+    mod = load_script("plot_loss_vs_localisation")
     out = tmp_path / "mixed.png"
     assert mod.main(["--runs", str(a), str(c), "--out", str(out)]) == 1  # c is left out
     assert out.is_file()
@@ -216,7 +205,7 @@ def test_loss_vs_localisation_runs_without_validation_are_named(tmp_path):
 
 def test_loss_vs_localisation_figure_reads_in_percent_with_whole_epochs(tmp_path):
     # Issue 16 item 7: AP in percent like the tables, the epoch colour bar in integers.
-    mod = _script("plot_loss_vs_localisation")
+    mod = load_script("plot_loss_vs_localisation")
     a, b, _ = _loss_runs(tmp_path)
     curves = [mod.load_curve(str(r), None, "train_loss", "val/AP") for r in (a, b)]
     fig = mod.plot(curves, "train_loss", "val/AP")
@@ -231,7 +220,7 @@ def test_loss_vs_localisation_figure_reads_in_percent_with_whole_epochs(tmp_path
 
 
 def test_spearman_needs_three_points():
-    mod = _script("plot_loss_vs_localisation")
+    mod = load_script("plot_loss_vs_localisation")
     assert mod.spearman(np.array([2.0, 1.0]), np.array([0.1, 0.2])) == (None, "n/a (n=2 < 3)")
     rho, text = mod.spearman(np.array([3.0, 2.0, 1.0]), np.array([0.1, 0.2, 0.3]))
     assert rho == pytest.approx(-1.0) and text == "-1.000 (n=3)"

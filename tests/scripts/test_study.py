@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO
-
-
-def _study():
-    key = "_scripts_study"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, REPO / "scripts" / "study.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+from tests.scripts import load_script
 
 
 def _job(folder: Path, lr: str, gamma: str, val_ap: float | None) -> None:
@@ -43,7 +31,7 @@ def _args(tmp_path: Path) -> argparse.Namespace:
 
 
 def test_selection_reads_each_jobs_own_overrides_and_picks_the_best_val_ap(tmp_path):
-    study = _study()
+    study = load_script("study")
     sweep = tmp_path / "runs" / "search" / "mse"
     # Hydra writes 0.004 for 4.0e-3, and job numbers need not follow the grid order.
     aps = {("0.002", "0.1"): 0.70, ("0.002", "1.0"): 0.72, ("0.004", "0.1"): 0.81,
@@ -62,7 +50,7 @@ def test_selection_reads_each_jobs_own_overrides_and_picks_the_best_val_ap(tmp_p
 
 
 def test_nothing_is_selected_until_every_cell_has_run(tmp_path):
-    study = _study()
+    study = load_script("study")
     sweep = tmp_path / "runs" / "search" / "mse"
     for i, (lr, gamma) in enumerate(study.GRID):
         _job(sweep / str(i), lr, gamma, None if i == 4 else 0.5)
@@ -74,7 +62,7 @@ def test_nothing_is_selected_until_every_cell_has_run(tmp_path):
 
 
 def test_report_gives_mean_and_sample_sd_over_seeds_on_test(tmp_path):
-    study = _study()
+    study = load_script("study")
     sweep = tmp_path / "runs" / "search" / "mse"
     for i, (lr, gamma) in enumerate(study.GRID):
         _job(sweep / str(i), lr, gamma, 0.5 + 0.01 * i)

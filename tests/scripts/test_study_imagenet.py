@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-from tests.conftest import REPO
-
-
-def _study():
-    key = "_scripts_study_imagenet"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, REPO / "scripts" / "study_imagenet.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+from tests.scripts import load_script
 
 
 def _finished(folder: Path, epochs: int, **val: float) -> None:
@@ -51,7 +39,7 @@ def _options(cmd: list[str]) -> dict[str, str]:
 
 
 def test_finetune_trains_the_missing_base_first_then_each_arm_from_it(tmp_path):
-    s = _study()
+    s = load_script("study_imagenet")
     runs = tmp_path / "runs"
     jobs = s.finetune_jobs(_args(runs), "openfield")
     dirs = [str(d.relative_to(runs)) for _, d, _ in jobs]
@@ -82,7 +70,7 @@ def test_finetune_trains_the_missing_base_first_then_each_arm_from_it(tmp_path):
 
 
 def test_finetune_without_a_selection_has_no_base_to_start_from(tmp_path):
-    s = _study()
+    s = load_script("study_imagenet")
     jobs = s.finetune_jobs(_args(tmp_path, selection=None, folds=[1]), "openfield")
     # fold 1's fine-tunes still appear (their base may be trained by another call), but no base
     assert [str(d.relative_to(tmp_path)) for _, d, _ in jobs] == [
@@ -92,7 +80,7 @@ def test_finetune_without_a_selection_has_no_base_to_start_from(tmp_path):
 
 
 def test_report_gives_the_finetune_rows_over_finished_folds_only(tmp_path):
-    s = _study()
+    s = load_script("study_imagenet")
     runs = tmp_path / "runs"
     for fold, rmse in ((1, 2.0), (2, 3.0)):
         _finished(runs / "openfield/finetune/zscore" / f"fold{fold}", 40, RMSE=rmse, AP=80.0)
@@ -108,7 +96,7 @@ def test_report_gives_the_finetune_rows_over_finished_folds_only(tmp_path):
 
 
 def test_the_cpu_sized_synthetic_protocol_names_its_model_once_and_scales_sigma(tmp_path):
-    s = _study()
+    s = load_script("study_imagenet")
     args = _args(tmp_path, selection={"synthetic128": {"mse": "5e-4"}}, data="/d/synthetic")
     [(cmd, run_dir, epochs)] = s.final_jobs(args, "synthetic128", "mse")
     o = _options(cmd)
