@@ -17,9 +17,11 @@ protocol sized for a 2-core CPU (the stride-16 trunk at 128x96). Protocol, per d
    1-4 (seed 0), their held-out frames, last checkpoint. ``--selection FILE`` (an earlier run's
    ``--out`` JSON) supplies the lr of an arm whose search is not under ``--runs``, so a CPU can
    run the finals of a search done elsewhere.
-3. ``finetune`` (projects only): the fine-tune protocol. Each fold's final MSE model (trained
-   first when missing) starts every arm of ``FINETUNE`` (``model.init_from``), which trains 40
-   more epochs at equal budget: no warm-up, x0.1 at epoch 32, the lr fold 0 selected.
+3. ``finetune`` (projects with a ``FINETUNE`` entry): the fine-tune protocol. Each fold's final
+   MSE model (trained first when missing; a fold whose base did not finish is named and skipped)
+   starts every arm of ``FINETUNE`` (``model.init_from``), which trains 40 more epochs at equal
+   budget: no warm-up, x0.1 at epoch 32, the lr that project's fold 0 selected (in the run
+   folder's name, ``finetune/ARM/lrLR/foldK``).
 
 Every run lives in its own folder under ``--runs`` and is skipped once it has finished (its last
 epoch in ``metrics.jsonl``), so the command resumes. ``--out`` (JSON) gets every finished run's
@@ -150,9 +152,13 @@ ARMS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
         ("5e-4", "1e-3", "2e-3"),
     ),
 }
-# Fine-tune arms: name -> lr. The lrs are fold 0's selection (results/imagenet_study.md): MSE at
-# 5e-4 (the one lr tried), zscore 1e-4 of (1e-4, 5e-4), softplus 5e-4.
-FINETUNE: dict[str, str] = {"mse": "5e-4", "zscore": "1e-4", "softplus": "5e-4"}
+# Fine-tune arms per project: arm -> lr, the project's own fold-0 selection. openfield
+# (results/imagenet_study.md): MSE at 5e-4 (the one lr tried), zscore 1e-4 of (1e-4, 5e-4),
+# softplus 5e-4. A project without an entry has had no selection and is not fine-tuned.
+FINETUNE: dict[str, dict[str, str]] = {
+    "openfield": {"mse": "5e-4", "zscore": "1e-4", "softplus": "5e-4"},
+}
+PROJECT_FOLDS = (1, 2, 3, 4)  # held-out folds; fold 0 is the selection fold
 FT_EPOCHS, FT_MILESTONE = 40, 32
 ARMS["zscore"] = (
     "matching, zscore head (each map's standard scores), heatmap px (only the activation differs)",
@@ -174,11 +180,10 @@ def schedule(epochs: int) -> list[str]:
     ]
 
 
-def heatmap_width(ds: list[str]) -> int:
-    for o in ds:
-        if o.startswith("data.heatmap_size="):
-            return int(o.split("[")[1].split(",")[0])
-    return 48  # the DeepLabCut configs' 48x48
+# The MSE arm's Gaussian sigma in heatmap px: the official 2 at 64x48 heatmaps (3 at 96x72), scaled
+# with the heatmap: openfield's 48x48 and mirror's 64x64 keep 2 (the official width and height),
+# the 32x24 heatmaps of synthetic128 get 1.
+SIGMA = {"synthetic": "2", "synthetic128": "1", "openfield": "2", "mirror": "2"}
 
 
 def command(
@@ -194,8 +199,7 @@ def command(
 ) -> list[str]:
     """The training command of one run; ``init_from``: a fine-tune from that checkpoint."""
     ds, epochs, batch, warm, _, _ = DATASETS[dataset]
-    sigma = f"{2.0 * heatmap_width(ds) / 48:g}"
-    arm_o = [o.replace("{sigma}", sigma) for o in ARMS[arm][1]]
+    arm_o = [o.replace("{sigma}", SIGMA[dataset]) for o in ARMS[arm][1]]
     extra = [f"data.fold={fold}"] if not synthetic(dataset) else [f"data.root={args.data}"]
     steps = ["trainer.max_steps_per_epoch=2", "trainer.val_every=1"] if smoke else []
     cmd = [
@@ -285,8 +289,12 @@ def search_dir(args: argparse.Namespace, dataset: str, arm: str, lr: str) -> Pat
     return args.runs / dataset / "search" / arm / f"lr{lr}"
 
 
-def selected(args: argparse.Namespace, dataset: str, arm: str) -> tuple[str, float] | None:
-    """(lr, value) of the arm's best search cell by the dataset's selection metric."""
+def selected(args: argparse.Namespace, dataset: str, arm: str) -> tuple[str, float, str] | None:
+    """(lr, value, source) of the arm's selection by the dataset's metric, or None.
+
+    Source, in order: the arm's complete search under ``--runs``; the lr recorded in
+    ``--selection``; a partial search under ``--runs`` (said so in the source).
+    """
     _, epochs, _, _, metric, higher = DATASETS[dataset]
     cells = []
     for lr in ARMS[arm][2]:
@@ -295,29 +303,60 @@ def selected(args: argparse.Namespace, dataset: str, arm: str) -> tuple[str, flo
             continue
         value = float(rec[f"val/{metric}"])
         cells.append((value if higher else -value, lr, value))
+    recorded = args.selection.get(dataset, {}).get(arm) if args.selection else None
+    if recorded and len(cells) < len(ARMS[arm][2]):
+        return recorded, float("nan"), "--selection"
     if not cells:
-        recorded = args.selection.get(dataset, {}).get(arm) if args.selection else None
-        return (recorded, float("nan")) if recorded else None
+        return None
     _, lr, value = max(cells)
-    return lr, value
+    n, total = len(cells), len(ARMS[arm][2])
+    return lr, value, "search" if n == total else f"partial search ({n} of {total} lrs)"
 
 
-def finetune_dir(args: argparse.Namespace, dataset: str, arm: str, fold: int) -> Path:
-    return args.runs / dataset / "finetune" / arm / f"fold{fold}"
+def local_search(pick: tuple[str, float, str]) -> bool:
+    """Whether the selected lr's seed-0 run is a search run under ``--runs``."""
+    return "search" in pick[2]
+
+
+def finetune_dir(args: argparse.Namespace, dataset: str, arm: str, lr: str, fold: int) -> Path:
+    return args.runs / dataset / "finetune" / arm / f"lr{lr}" / f"fold{fold}"
+
+
+def base_dir(args: argparse.Namespace, dataset: str, fold: int) -> Path:
+    """The fine-tunes' start: the fold's final MSE model."""
+    return args.runs / dataset / "final" / "mse" / f"fold{fold}"
+
+
+def finetune_base_jobs(args: argparse.Namespace, dataset: str) -> list[tuple[list[str], Path, int]]:
+    """The final MSE runs of ``--folds``, to train before any fine-tune starts from them."""
+    if dataset not in FINETUNE:
+        return []
+    bases = {base_dir(args, dataset, f) for f in args.folds}
+    return [job for job in final_jobs(args, dataset, "mse") if job[1] in bases]
 
 
 def finetune_jobs(args: argparse.Namespace, dataset: str) -> list[tuple[list[str], Path, int]]:
-    """Per fold: its final MSE model (when missing), then every fine-tune arm from it."""
+    """Every fine-tune arm of every fold whose base model has finished (others are named)."""
+    lrs = FINETUNE.get(dataset)
+    if lrs is None:
+        print(
+            f"[study] {dataset}: no fine-tune lrs in FINETUNE (no selection): skipped", flush=True
+        )
+        return []
     jobs = []
-    base_jobs = {run_dir: job for job in final_jobs(args, dataset, "mse") for run_dir in [job[1]]}
     for fold in args.folds:
-        base = args.runs / dataset / "final" / "mse" / f"fold{fold}"
-        if base in base_jobs:
-            jobs.append(base_jobs[base])
-        for arm in args.ft_arms:
-            run_dir = finetune_dir(args, dataset, arm, fold)
+        base = base_dir(args, dataset, fold)
+        if not finished(base, DATASETS[dataset][1]):
+            print(
+                f"[study] {dataset} fold {fold}: base {base} unfinished: no fine-tune", flush=True
+            )
+            continue
+        for arm in args.ft_arms or list(lrs):
+            if arm not in lrs:
+                continue
+            run_dir = finetune_dir(args, dataset, arm, lrs[arm], fold)
             cmd = command(
-                dataset, arm, FINETUNE[arm], 0, fold, run_dir, args, init_from=base / "last.pth"
+                dataset, arm, lrs[arm], 0, fold, run_dir, args, init_from=base / "last.pth"
             )
             jobs.append((cmd, run_dir, FT_EPOCHS))
     return jobs
@@ -328,29 +367,33 @@ def final_jobs(
 ) -> list[tuple[list[str], Path, int]]:
     pick = selected(args, dataset, arm)
     if pick is None:
+        print(f"[study] {dataset} {arm}: no search and no --selection lr: no final", flush=True)
         return []
     lr, epochs = pick[0], DATASETS[dataset][1]
-    out = []
+    print(f"[study] {dataset} {arm}: lr {lr} from the {pick[2]}", flush=True)
     if synthetic(dataset):
-        run_dir = args.runs / dataset / "final" / arm / "seed1"
-        out.append((command(dataset, arm, lr, 1, 0, run_dir, args), run_dir, epochs))
-    else:
-        for fold in (1, 2, 3, 4):
-            run_dir = args.runs / dataset / "final" / arm / f"fold{fold}"
-            out.append((command(dataset, arm, lr, 0, fold, run_dir, args), run_dir, epochs))
-    return out
+        seeds = (1,) if local_search(pick) else (0, 1)
+        return [
+            (command(dataset, arm, lr, seed, 0, run_dir, args), run_dir, epochs)
+            for seed in seeds
+            for run_dir in [args.runs / dataset / "final" / arm / f"seed{seed}"]
+        ]
+    return [
+        (command(dataset, arm, lr, 0, fold, run_dir, args), run_dir, epochs)
+        for fold in PROJECT_FOLDS
+        for run_dir in [args.runs / dataset / "final" / arm / f"fold{fold}"]
+    ]
 
 
 def final_dirs(args: argparse.Namespace, dataset: str, arm: str) -> list[Path]:
     pick = selected(args, dataset, arm)
     if pick is None:
         return []
+    final = args.runs / dataset / "final" / arm
     if synthetic(dataset):
-        return [
-            search_dir(args, dataset, arm, pick[0]),
-            args.runs / dataset / "final" / arm / "seed1",
-        ]
-    return [args.runs / dataset / "final" / arm / f"fold{f}" for f in (1, 2, 3, 4)]
+        seed0 = search_dir(args, dataset, arm, pick[0]) if local_search(pick) else final / "seed0"
+        return [seed0, final / "seed1"]
+    return [final / f"fold{f}" for f in PROJECT_FOLDS]
 
 
 def collect(args: argparse.Namespace) -> dict:
@@ -390,16 +433,17 @@ def collect(args: argparse.Namespace) -> dict:
                         | {"run": str(run_dir)}
                     )
             d["heldout"][arm] = rows
-        if not synthetic(dataset):
+        if dataset in FINETUNE:
             d["finetune"] = {
                 arm: [
                     {k.removeprefix("val/"): v for k, v in rec.items() if k.startswith("val/")}
-                    | {"run": str(finetune_dir(args, dataset, arm, f)), "lr": FINETUNE[arm]}
-                    for f in (1, 2, 3, 4)
-                    for rec in [last_record(finetune_dir(args, dataset, arm, f))]
+                    | {"run": str(run_dir), "lr": lr, "fold": f}
+                    for f in PROJECT_FOLDS
+                    for run_dir in [finetune_dir(args, dataset, arm, lr, f)]
+                    for rec in [last_record(run_dir)]
                     if rec is not None and int(rec.get("epoch", 0)) >= FT_EPOCHS
                 ]
-                for arm in FINETUNE
+                for arm, lr in FINETUNE[dataset].items()
             }
         out["datasets"][dataset] = d
     return out
@@ -452,9 +496,11 @@ def report(data: dict) -> str:
                 if not rows:
                     continue
                 cells = [mean_sd([float(r[k]) for r in rows if k in r]) for k in keys]
-                dead = mean_sd([float(r["dead_share"]) for r in rows if "dead_share" in r])
+                dead = mean_sd(
+                    [float(r["dead_share"]) for r in rows if r.get("dead_share") is not None]
+                )
                 lines.append(
-                    f"| {ARMS[arm][0]} | {FINETUNE[arm]} | " + " | ".join(cells) + f" | {dead} |"
+                    f"| {ARMS[arm][0]} | {rows[0]['lr']} | " + " | ".join(cells) + f" | {dead} |"
                 )
         lines += ["", f"Search (selection on {metric}, last epoch):", ""]
         for name, rec in d["search"].items():
@@ -488,12 +534,24 @@ def main() -> None:
         help="an earlier --out JSON: the lr of an arm whose search is not under --runs",
     )
     parser.add_argument("--folds", default="1,2,3,4", help="the finetune stage's folds")
-    parser.add_argument("--ft-arms", default=",".join(FINETUNE), help="the finetune stage's arms")
+    parser.add_argument(
+        "--ft-arms", help="the finetune stage's arms (default: each project's FINETUNE arms)"
+    )
     args = parser.parse_args()
     args.datasets = args.datasets.split(",")
     args.arms = args.arms.split(",")
     args.folds = [int(f) for f in args.folds.split(",")]
-    args.ft_arms = args.ft_arms.split(",")
+    args.ft_arms = args.ft_arms.split(",") if args.ft_arms else None
+    ft_known = {arm for lrs in FINETUNE.values() for arm in lrs}
+    for option, given, known in (
+        ("--datasets", args.datasets, set(DATASETS)),
+        ("--arms", args.arms, set(ARMS)),
+        ("--folds", args.folds, set(PROJECT_FOLDS)),
+        ("--ft-arms", args.ft_arms or [], ft_known),
+    ):
+        unknown = [x for x in given if x not in known]
+        if unknown:
+            parser.error(f"{option}: unknown {unknown}; one of {sorted(known)}")
     args.selection = (
         {k: v["selected"] for k, v in json.loads(args.selection.read_text())["datasets"].items()}
         if args.selection
@@ -542,8 +600,9 @@ def main() -> None:
                     list(pool.map(lambda p: score_test(p, args), dirs))
         print(f"[study] final done ({time.time() - start:.0f} s)", flush=True)
     if "finetune" in args.stages:
-        jobs = [j for ds in args.datasets if not synthetic(ds) for j in finetune_jobs(args, ds)]
-        run_jobs(jobs, args)
+        # the bases first: a fine-tune starts only from a finished base model
+        run_jobs([j for ds in args.datasets for j in finetune_base_jobs(args, ds)], args)
+        run_jobs([j for ds in args.datasets for j in finetune_jobs(args, ds)], args)
         print(f"[study] finetune done ({time.time() - start:.0f} s)", flush=True)
     data = collect(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

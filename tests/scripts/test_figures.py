@@ -165,7 +165,7 @@ def _loss_runs(tmp_path: Path) -> tuple[Path, Path, Path]:
     return a, b, c
 
 
-def _run_lossload_script(*args: str) -> subprocess.CompletedProcess:
+def _run_loss_script(*args: str) -> subprocess.CompletedProcess:
     cmd = [PYTHON, "scripts/plot_loss_vs_localisation.py", *args]
     return subprocess.run(
         cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120, check=False
@@ -175,7 +175,7 @@ def _run_lossload_script(*args: str) -> subprocess.CompletedProcess:
 def test_loss_vs_localisation_table_spearman_and_png(tmp_path):
     a, b, _ = _loss_runs(tmp_path)
     out = tmp_path / "out" / "loss.png"
-    proc = _run_lossload_script("--runs", str(a), str(b), "--out", str(out))
+    proc = _run_loss_script("--runs", str(a), str(b), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     assert "Spearman rho(train_loss, val/AP) = -1.000 (n=3)" in text
@@ -190,7 +190,7 @@ def test_loss_vs_localisation_table_spearman_and_png(tmp_path):
 
 def test_loss_vs_localisation_runs_without_validation_are_named(tmp_path):
     a, _, c = _loss_runs(tmp_path)
-    proc = _run_lossload_script("--runs", str(c), "--out", str(tmp_path / "x.png"))
+    proc = _run_loss_script("--runs", str(c), "--out", str(tmp_path / "x.png"))
     assert proc.returncode == 2
     assert f"{c}: no epoch has both 'train_loss' and 'val/AP'" in proc.stderr
     assert not (tmp_path / "x.png").exists()

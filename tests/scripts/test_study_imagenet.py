@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.scripts import load_script
@@ -38,76 +40,137 @@ def _options(cmd: list[str]) -> dict[str, str]:
     return dict(pairs)
 
 
-def test_finetune_trains_the_missing_base_first_then_each_arm_from_it(tmp_path):
+def test_finetune_trains_each_missing_base_then_each_arm_from_a_finished_one(tmp_path):
     s = load_script("study_imagenet")
     runs = tmp_path / "runs"
-    jobs = s.finetune_jobs(_args(runs), "openfield")
-    dirs = [str(d.relative_to(runs)) for _, d, _ in jobs]
-    # each fold's base before its fine-tunes (a finished one is skipped when the jobs run)
-    assert dirs == [
+    args = _args(runs)
+    bases = s.finetune_base_jobs(args, "openfield")
+    assert [str(d.relative_to(runs)) for _, d, _ in bases] == [
         "openfield/final/mse/fold1",
-        "openfield/finetune/mse/fold1",
-        "openfield/finetune/zscore/fold1",
         "openfield/final/mse/fold2",
-        "openfield/finetune/mse/fold2",
-        "openfield/finetune/zscore/fold2",
     ]
-    base = _options(jobs[3][0])
+    base = _options(bases[1][0])
     # the search is not under --runs: the lr comes from the recorded selection
     assert base["optim.optimizer.lr"] == "1e-3"
     assert (base["trainer.epochs"], base["trainer.warmup_iters"]) == ("100", "50")
-    assert "model.init_from" not in base and jobs[3][2] == 100
-    for cmd, run_dir, epochs in jobs[4:]:
+    assert "model.init_from" not in base and bases[1][2] == 100
+    # fold 1's base stopped at epoch 60 of 100, fold 2's finished: only fold 2 is fine-tuned
+    _finished(runs / "openfield/final/mse/fold1", 60, RMSE=3.0)
+    _finished(runs / "openfield/final/mse/fold2", 100, RMSE=2.0)
+    jobs = s.finetune_jobs(args, "openfield")
+    assert [str(d.relative_to(runs)) for _, d, _ in jobs] == [
+        "openfield/finetune/mse/lr5e-4/fold2",
+        "openfield/finetune/zscore/lr1e-4/fold2",
+    ]
+    for cmd, run_dir, epochs in jobs:
         o = _options(cmd)
         assert o["model.init_from"] == str(runs / "openfield/final/mse/fold2/last.pth")
         assert (o["trainer.epochs"], o["schedule.milestones"]) == ("40", "[32]")
         assert o["trainer.warmup_iters"] == "0" and epochs == 40
         assert o["data.fold"] == "2" and o["hydra.run.dir"] == str(run_dir)
-    assert _options(jobs[4][0])["loss"] == "mse"
-    zscore = _options(jobs[5][0])
+    assert _options(jobs[0][0])["loss"] == "mse"
+    zscore = _options(jobs[1][0])
     assert (zscore["model.head.activation"], zscore["loss"]) == ("zscore", "sinkhorn")
     assert zscore["optim.optimizer.lr"] == "1e-4"
 
 
-def test_finetune_without_a_selection_has_no_base_to_start_from(tmp_path):
+def test_a_project_without_finetune_lrs_and_a_missing_selection_give_no_jobs(tmp_path):
     s = load_script("study_imagenet")
-    jobs = s.finetune_jobs(_args(tmp_path, selection=None, folds=[1]), "openfield")
-    # fold 1's fine-tunes still appear (their base may be trained by another call), but no base
-    assert [str(d.relative_to(tmp_path)) for _, d, _ in jobs] == [
-        "openfield/finetune/mse/fold1",
-        "openfield/finetune/zscore/fold1",
-    ]
+    # mirror never had a fine-tune lr selection: openfield's lrs are not borrowed
+    _finished(tmp_path / "mirror/final/mse/fold1", 100, RMSE=12.0)
+    args = _args(tmp_path, selection={"mirror": {"mse": "1e-3"}}, folds=[1])
+    assert s.finetune_base_jobs(args, "mirror") == []
+    assert s.finetune_jobs(args, "mirror") == []
+    # no search and no recorded lr: no base to train
+    assert s.finetune_base_jobs(_args(tmp_path, selection=None), "openfield") == []
+
+
+def test_a_partial_search_gives_way_to_the_recorded_selection(tmp_path):
+    s = load_script("study_imagenet")
+    # one of MSE's three lrs finished here (RMSE 1.5 would win); the complete search elsewhere
+    # chose 1e-3
+    _finished(tmp_path / "openfield/search/mse/lr2e-3", 100, RMSE=1.5)
+    assert s.selected(_args(tmp_path), "openfield", "mse")[::2] == ("1e-3", "--selection")
+    # without a record the partial search is used, and said to be partial
+    lr, value, source = s.selected(_args(tmp_path, selection=None), "openfield", "mse")
+    assert (lr, value, source) == ("2e-3", 1.5, "partial search (1 of 3 lrs)")
+    # a complete search wins over the record: RMSE is lower-is-better
+    _finished(tmp_path / "openfield/search/mse/lr5e-4", 100, RMSE=1.2)
+    _finished(tmp_path / "openfield/search/mse/lr1e-3", 100, RMSE=1.9)
+    assert s.selected(_args(tmp_path), "openfield", "mse") == ("5e-4", 1.2, "search")
 
 
 def test_report_gives_the_finetune_rows_over_finished_folds_only(tmp_path):
     s = load_script("study_imagenet")
     runs = tmp_path / "runs"
     for fold, rmse in ((1, 2.0), (2, 3.0)):
-        _finished(runs / "openfield/finetune/zscore" / f"fold{fold}", 40, RMSE=rmse, AP=80.0)
+        _finished(runs / "openfield/finetune/zscore/lr1e-4" / f"fold{fold}", 40, RMSE=rmse, AP=80.0)
     # an unfinished fold (epoch 20 of 40) is left out of the mean
-    _finished(runs / "openfield/finetune/zscore/fold3", 20, RMSE=50.0)
+    _finished(runs / "openfield/finetune/zscore/lr1e-4/fold3", 20, RMSE=50.0)
+    # MSE's fine-tune only ran at another lr than FINETUNE's: no row
+    _finished(runs / "openfield/finetune/mse/lr1e-3/fold1", 40, RMSE=1.0)
     text = s.report(s.collect(_args(runs)))
     row = next(line for line in text.splitlines() if line.startswith("| matching, zscore"))
     # RMSE 2 and 3: mean 2.5, sample sd 0.707
     assert "| 1e-4 | 2.50 ± 0.71 (n=2) |" in row
     assert "80.00 ± 0.00 (n=2)" in row
-    # no MSE fine-tune finished: no row for it (the held-out table's MSE row has its own lr 1e-3)
+    # no MSE fine-tune at its lr finished: no row (the held-out table's MSE row has lr 1e-3)
     assert "| MSE, Gaussian (official head) | 5e-4 |" not in text
 
 
 def test_the_cpu_sized_synthetic_protocol_names_its_model_once_and_scales_sigma(tmp_path):
     s = load_script("study_imagenet")
     args = _args(tmp_path, selection={"synthetic128": {"mse": "5e-4"}}, data="/d/synthetic")
-    [(cmd, run_dir, epochs)] = s.final_jobs(args, "synthetic128", "mse")
-    o = _options(cmd)
+    jobs = s.final_jobs(args, "synthetic128", "mse")
+    # the search ran elsewhere: both seeds are finals here
+    assert [(d, e) for _, d, e in jobs] == [
+        (tmp_path / "synthetic128/final/mse/seed0", 12),
+        (tmp_path / "synthetic128/final/mse/seed1", 12),
+    ]
+    o = _options(jobs[1][0])
     assert o["model"] == "efficientnet_lite0_s16" and o["data.root"] == "/d/synthetic"
     # the official sigma 2 at 64x48 heatmaps, scaled to 32x24
     assert o["codec.sigma"] == "1" and o["data.heatmap_size"] == "[24,32]"
-    # the final is seed 1 (seed 0 is the search run); 12 epochs, x0.1 at 80% and 93%
+    # 12 epochs, x0.1 at 80% and 93%
     assert (o["trainer.seed"], o["trainer.epochs"], o["schedule.milestones"]) == (
         "1",
         "12",
         "[9,11]",
     )
-    assert run_dir == tmp_path / "synthetic128/final/mse/seed1" and epochs == 12
-    assert "data.fold" not in o
+    assert _options(jobs[0][0])["trainer.seed"] == "0" and "data.fold" not in o
+    # a local search: its seed-0 run is the search run, so only seed 1 is a final
+    for lr, ap in (("5e-4", 80.0), ("1e-3", 85.0), ("2e-3", 82.0)):
+        _finished(tmp_path / f"synthetic128/search/mse/lr{lr}", 12, AP=ap)
+    [(cmd, run_dir, _)] = s.final_jobs(args, "synthetic128", "mse")
+    assert run_dir.name == "seed1" and _options(cmd)["optim.optimizer.lr"] == "1e-3"
+    assert (
+        s.final_dirs(args, "synthetic128", "mse")[0] == tmp_path / "synthetic128/search/mse/lr1e-3"
+    )
+
+
+def _run_study(*argv: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "study_imagenet.py"
+    return subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_command_reads_the_selection_file_and_refuses_unknown_options(tmp_path):
+    runs = tmp_path / "runs"
+    for fold, rmse in zip((1, 2, 3, 4), (2.0, 2.2, 1.8, 2.0), strict=True):
+        _finished(runs / f"openfield/final/mse/fold{fold}", 100, RMSE=rmse)
+    sel = tmp_path / "earlier.json"
+    sel.write_text(json.dumps({"datasets": {"openfield": {"selected": {"mse": "2e-3"}}}}))
+    out = tmp_path / "study.json"
+    argv = ["--datasets", "openfield", "--arms", "mse", "--stages", "final", "--runs", str(runs)]
+    # the finals have finished: nothing trains, the report is written
+    proc = _run_study(*argv, "--selection", str(sel), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "openfield mse: lr 2e-3 from the --selection" in proc.stdout
+    data = json.loads(out.read_text())["datasets"]["openfield"]
+    assert data["selected"] == {"mse": "2e-3"}
+    assert [r["RMSE"] for r in data["heldout"]["mse"]] == [2.0, 2.2, 1.8, 2.0]
+    bad = _run_study(*argv, "--ft-arms", "relu", "--out", str(out))
+    assert bad.returncode == 2 and "--ft-arms: unknown ['relu']" in bad.stderr
+    bad = _run_study(*argv, "--folds", "0,1", "--out", str(out))
+    assert bad.returncode == 2 and "--folds: unknown [0]" in bad.stderr
