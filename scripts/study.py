@@ -1,7 +1,7 @@
 """The fair study of the matching loss against Gaussian-MSE on the synthetic data (issue 7).
 
     python scripts/study.py [--stages search,final,long] [--variants mse,match_hm,match_in]
-                            [--data data/synthetic] [--runs runs/study] [--out results/study.md]
+                            [--data data/synthetic] [--runs runs/study] [--out runs/study/study.md]
 
 Protocol (each step runs ``posematch-train`` / ``posematch-diagnose`` as a user would):
 
@@ -26,9 +26,10 @@ Protocol (each step runs ``posematch-train`` / ``posematch-diagnose`` as a user 
    epoch each: the dead-heatmap share shows whether it lives).
 
 Every run lives in its own folder under ``--runs`` and resumes (``resume=auto``); a stage whose
-runs exist is not run again, so the command continues where it stopped. ``results/study.md`` is
-rewritten from the run folders after every run, with the command behind each row; cells that
-have not run show as missing.
+runs exist is not run again, so the command continues where it stopped. ``--out`` is rewritten
+from the run folders after every run, with the command behind each row; cells that have not run
+show as missing. ``results/study.md`` is the curated report (this table plus the sections added
+by hand); the default ``--out`` stays under ``runs/`` so a rerun never overwrites it.
 """
 
 from __future__ import annotations
@@ -443,7 +444,7 @@ def main() -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--data", type=Path, default=REPO / "data" / "synthetic")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "study")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "study.md")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "study" / "study.md")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
     parser.add_argument(
         "--seeds", default=None, help="train only these seeds now, e.g. 0 (default: all of SEEDS)"
