@@ -61,8 +61,9 @@ DATASETS: dict[str, tuple[list[str], int, int, int, str, bool]] = {
         "AP",
         True,
     ),
-    # The synthetic protocol sized for a 2-core CPU: the stride-16 trunk at 128x96 (8x6 features;
-    # docs/models.md: about 0.37 s per batch-16 step), about 8 minutes a run.
+    # The synthetic protocol sized for a 2-core CPU: the stride-16 trunk at 128x96 (8x6 features).
+    # Measured (2026-12-06, 2 cores, MSE arm): 94 steps of 0.70 s and a 10 s val an epoch, about
+    # 15 minutes a 12-epoch run; val AP 65.2 after epoch 1.
     "synthetic128": (
         [
             "model=efficientnet_lite0_s16",
