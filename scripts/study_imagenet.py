@@ -458,6 +458,13 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
 
 
+def column(rows: list[dict], key: str, dataset: str) -> str:
+    """One table cell over the rows; a project's OKS-AP (a fraction in metrics.jsonl) in percent,
+    as the synthetic rows' AP (diagnosis.json, scaled in ``collect``)."""
+    scale = 100.0 if key == "AP" and not synthetic(dataset) else 1.0
+    return mean_sd([scale * float(r[key]) for r in rows if key in r])
+
+
 def report(data: dict) -> str:
     lines = [
         "# ImageNet start, new head: each loss arm (scripts/study_imagenet.py)",
@@ -477,7 +484,7 @@ def report(data: dict) -> str:
             "|---|---:|" + "---:|" * (len(keys) + 1),
         ]
         for arm, rows in d["heldout"].items():
-            cells = [mean_sd([float(r[k]) for r in rows if k in r]) for k in keys]
+            cells = [column(rows, k, dataset) for k in keys]
             dead = mean_sd(
                 [float(r["dead_share"]) for r in rows if r.get("dead_share") is not None]
             )
@@ -496,7 +503,7 @@ def report(data: dict) -> str:
             for arm, rows in d["finetune"].items():
                 if not rows:
                     continue
-                cells = [mean_sd([float(r[k]) for r in rows if k in r]) for k in keys]
+                cells = [column(rows, k, dataset) for k in keys]
                 dead = mean_sd(
                     [float(r["dead_share"]) for r in rows if r.get("dead_share") is not None]
                 )

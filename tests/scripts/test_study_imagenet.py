@@ -104,7 +104,7 @@ def test_report_gives_the_finetune_rows_over_finished_folds_only(tmp_path):
     s = load_script("study_imagenet")
     runs = tmp_path / "runs"
     for fold, rmse in ((1, 2.0), (2, 3.0)):
-        _finished(runs / "openfield/finetune/zscore/lr1e-4" / f"fold{fold}", 40, RMSE=rmse, AP=80.0)
+        _finished(runs / "openfield/finetune/zscore/lr1e-4" / f"fold{fold}", 40, RMSE=rmse, AP=0.8)
     # an unfinished fold (epoch 20 of 40) is left out of the mean
     _finished(runs / "openfield/finetune/zscore/lr1e-4/fold3", 20, RMSE=50.0)
     # MSE's fine-tune only ran at another lr than FINETUNE's: no row
@@ -113,6 +113,7 @@ def test_report_gives_the_finetune_rows_over_finished_folds_only(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| matching, zscore"))
     # RMSE 2 and 3: mean 2.5, sample sd 0.707
     assert "| 1e-4 | 2.50 ± 0.71 (n=2) |" in row
+    # OKS-AP is a fraction in metrics.jsonl and a percent in the table
     assert "80.00 ± 0.00 (n=2)" in row
     # no MSE fine-tune at its lr finished: no row (the held-out table's MSE row has lr 1e-3)
     assert "| MSE, Gaussian (official head) | 5e-4 |" not in text
