@@ -316,7 +316,7 @@ def selected(args: argparse.Namespace, dataset: str, arm: str) -> tuple[str, flo
 
 def local_search(pick: tuple[str, float, str]) -> bool:
     """Whether the selected lr's seed-0 run is a search run under ``--runs``."""
-    return "search" in pick[2]
+    return pick[2] != "--selection"
 
 
 def finetune_dir(args: argparse.Namespace, dataset: str, arm: str, lr: str, fold: int) -> Path:
@@ -397,6 +397,13 @@ def final_dirs(args: argparse.Namespace, dataset: str, arm: str) -> list[Path]:
     return [final / f"fold{f}" for f in PROJECT_FOLDS]
 
 
+def val_row(rec: dict, run_dir: Path) -> dict:
+    """A project run's held-out numbers (its last ``val/*`` record, prefix dropped) and folder."""
+    return {k.removeprefix("val/"): v for k, v in rec.items() if k.startswith("val/")} | {
+        "run": str(run_dir)
+    }
+
+
 def collect(args: argparse.Namespace) -> dict:
     """Every finished run's numbers, the selections and the held-out results."""
     out: dict = {"datasets": {}}
@@ -429,16 +436,12 @@ def collect(args: argparse.Namespace) -> dict:
                         }
                     )
                 else:
-                    rows.append(
-                        {k.removeprefix("val/"): v for k, v in rec.items() if k.startswith("val/")}
-                        | {"run": str(run_dir)}
-                    )
+                    rows.append(val_row(rec, run_dir))
             d["heldout"][arm] = rows
         if dataset in FINETUNE:
             d["finetune"] = {
                 arm: [
-                    {k.removeprefix("val/"): v for k, v in rec.items() if k.startswith("val/")}
-                    | {"run": str(run_dir), "lr": lr, "fold": f}
+                    val_row(rec, run_dir) | {"lr": lr, "fold": f}
                     for f in PROJECT_FOLDS
                     for run_dir in [finetune_dir(args, dataset, arm, lr, f)]
                     for rec in [last_record(run_dir)]
@@ -465,6 +468,13 @@ def column(rows: list[dict], key: str, dataset: str) -> str:
     return mean_sd([scale * float(r[key]) for r in rows if key in r])
 
 
+def table_row(arm: str, lr: str, rows: list[dict], keys: list[str], dataset: str) -> str:
+    """One arm's markdown row: label, lr, each key's mean ± sd over the rows, the dead share."""
+    cells = [column(rows, k, dataset) for k in keys]
+    dead = mean_sd([float(r["dead_share"]) for r in rows if r.get("dead_share") is not None])
+    return f"| {ARMS[arm][0]} | {lr} | " + " | ".join(cells) + f" | {dead} |"
+
+
 def report(data: dict) -> str:
     lines = [
         "# ImageNet start, new head: each loss arm (scripts/study_imagenet.py)",
@@ -484,13 +494,7 @@ def report(data: dict) -> str:
             "|---|---:|" + "---:|" * (len(keys) + 1),
         ]
         for arm, rows in d["heldout"].items():
-            cells = [column(rows, k, dataset) for k in keys]
-            dead = mean_sd(
-                [float(r["dead_share"]) for r in rows if r.get("dead_share") is not None]
-            )
-            lines.append(
-                f"| {ARMS[arm][0]} | {d['selected'][arm]} | " + " | ".join(cells) + f" | {dead} |"
-            )
+            lines.append(table_row(arm, d["selected"][arm], rows, keys, dataset))
         if any(d.get("finetune", {}).values()):
             lines += [
                 "",
@@ -503,13 +507,7 @@ def report(data: dict) -> str:
             for arm, rows in d["finetune"].items():
                 if not rows:
                     continue
-                cells = [column(rows, k, dataset) for k in keys]
-                dead = mean_sd(
-                    [float(r["dead_share"]) for r in rows if r.get("dead_share") is not None]
-                )
-                lines.append(
-                    f"| {ARMS[arm][0]} | {rows[0]['lr']} | " + " | ".join(cells) + f" | {dead} |"
-                )
+                lines.append(table_row(arm, rows[0]["lr"], rows, keys, dataset))
         lines += ["", f"Search (selection on {metric}, last epoch):", ""]
         for name, rec in d["search"].items():
             lines.append(
