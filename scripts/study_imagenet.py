@@ -155,9 +155,10 @@ ARMS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
 }
 # Fine-tune arms per project: arm -> lr, the project's own fold-0 selection. openfield
 # (results/imagenet_study.md): MSE at 5e-4 (the one lr tried), zscore 1e-4 of (1e-4, 5e-4),
-# softplus 5e-4. A project without an entry has had no selection and is not fine-tuned.
+# softplus 5e-4; the paper's relu head at the paper's 1e-3, as its from-scratch arm (no search).
+# A project without an entry has had no selection and is not fine-tuned.
 FINETUNE: dict[str, dict[str, str]] = {
-    "openfield": {"mse": "5e-4", "zscore": "1e-4", "softplus": "5e-4"},
+    "openfield": {"mse": "5e-4", "zscore": "1e-4", "softplus": "5e-4", "relu": "1e-3"},
 }
 PROJECT_FOLDS = (1, 2, 3, 4)  # held-out folds; fold 0 is the selection fold
 FT_EPOCHS, FT_MILESTONE = 40, 32
@@ -259,24 +260,28 @@ def execute(job: tuple[list[str], Path, int], log_dir: Path) -> tuple[Path, int]
 
 
 def score_test(run_dir: Path, args: argparse.Namespace) -> None:
+    """The run's last checkpoint on the test split, into ``run_dir/test``; its output goes to
+    ``run_dir/test.log``, and a failure is printed (the report then lacks that run's row)."""
     out = run_dir / "test"
     if (out / "diagnosis.json").is_file() or not (run_dir / "last.pth").is_file():
         return
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "posematch.cli.diagnose",
-            f"run={run_dir}",
-            "checkpoint=last.pth",
-            "split=test",
-            f"out={out}",
-            f"device={args.device}",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "posematch.cli.diagnose",
+        f"run={run_dir}",
+        "checkpoint=last.pth",
+        "split=test",
+        f"out={out}",
+        f"device={args.device}",
+    ]
+    with (run_dir / "test.log").open("w") as log:
+        rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        print(
+            f"[study] test scoring failed (rc={rc}): {run_dir}; see {run_dir / 'test.log'}",
+            flush=True,
+        )
 
 
 def run_jobs(jobs: list[tuple[list[str], Path, int]], args: argparse.Namespace) -> dict[Path, int]:

@@ -171,7 +171,20 @@ def test_the_command_reads_the_selection_file_and_refuses_unknown_options(tmp_pa
     data = json.loads(out.read_text())["datasets"]["openfield"]
     assert data["selected"] == {"mse": "2e-3"}
     assert [r["RMSE"] for r in data["heldout"]["mse"]] == [2.0, 2.2, 1.8, 2.0]
-    bad = _run_study(*argv, "--ft-arms", "relu", "--out", str(out))
-    assert bad.returncode == 2 and "--ft-arms: unknown ['relu']" in bad.stderr
+    bad = _run_study(*argv, "--ft-arms", "exp", "--out", str(out))
+    assert bad.returncode == 2 and "--ft-arms: unknown ['exp']" in bad.stderr
     bad = _run_study(*argv, "--folds", "0,1", "--out", str(out))
     assert bad.returncode == 2 and "--folds: unknown [0]" in bad.stderr
+
+
+def test_a_failed_test_scoring_is_said_and_its_output_kept(tmp_path, capsys):
+    s = load_script("study_imagenet")
+    run_dir = tmp_path / "synthetic128/search/mse/lr5e-4"
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.pth").write_bytes(b"not a checkpoint")
+    s.score_test(run_dir, _args(tmp_path))
+    said = capsys.readouterr().out
+    assert "test scoring failed" in said and str(run_dir) in said
+    # posematch-diagnose's own error is in the log, not thrown away
+    assert "posematch-diagnose" in (run_dir / "test.log").read_text()
+    assert not (run_dir / "test" / "diagnosis.json").exists()
