@@ -10,7 +10,8 @@ Fields (plain JSON):
 - model: the model config's name (``hrnet_w32``) and input_size: [width, height] pixels.
 - loss: ``{"kind": "mse"}``, ``{"kind": "matching", "demanders": ..., "max_iters": ...}`` or
   ``{"kind": "expected_distance"}``, with the loss's numeric options (``reg``, ``tol``,
-  ``pixel_size``, ``dead_grad``) where it has them,
+  ``pixel_size``, ``dead_grad``) where it has them, and ``mass_weight`` (with ``mass_target``)
+  and ``tv_weight`` only when they are on,
   plus its ``target`` class; None when an evaluation cannot tell what trained its checkpoint.
 - codec: the codec class and its decoder; seed: the training seed (train).
 - budget: how the model was trained (train; eval copies it from the training run's ``run.json``

@@ -5,9 +5,10 @@
 Every arm trains the same network from the same start on the same batches (the synthetic demo data,
 128x96, batch 16, seed 0; EfficientNet-Lite0 with its ImageNet weights and a new SimpleBaseline head
 by default) with the matching loss on relu heatmaps (cost and reg in heatmap pixels, the paper's
-reading), and only the optimizer or the suppliers' activation changes. Each step records the loss,
+reading), and only the optimizer or the suppliers' activation changes, or (DM-Count's arms) the
+loss gains DM-Count's regularisers. Each step records the transport loss (without regularisers),
 the share of dead heatmaps (no positive value), the share of positive pixels, the mean of the
-final layer's bias and the median heatmap maximum. The traces go to ``--out`` (JSON, one list per
+final layer's bias, the median heatmap maximum and the median unnormalised mass sum relu(H). The traces go to ``--out`` (JSON, one list per
 arm) and ``results/relu_trace.png``. A diagnostic, not a training recipe: a plain loop, no
 validation.
 """
@@ -35,9 +36,16 @@ BASE = [
     "loss=sinkhorn",
     "trainer.warmup_iters=0",
 ]
+
+
+def _adam(head: list[torch.nn.Parameter], other: list[torch.nn.Parameter]) -> torch.optim.Adam:
+    """The paper's optimizer: Adam at 1e-3 over every parameter."""
+    return torch.optim.Adam([*head, *other], lr=1e-3)
+
+
 # name -> (extra overrides, optimizer factory over (head params, other params))
 ARMS = {
-    "adam1e-3": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-3)),
+    "adam1e-3": ([], _adam),
     "adam1e-4": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-4)),
     "adam1e-5": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-5)),
     "sgd1e-4": ([], lambda h, o: torch.optim.SGD([*h, *o], lr=1e-4, momentum=0.9)),
@@ -46,16 +54,24 @@ ARMS = {
         [],
         lambda h, o: _Pair(torch.optim.SGD(h, lr=1e-2, momentum=0.9), torch.optim.Adam(o, lr=1e-3)),
     ),
-    "adam_nobias": ([], lambda h, o: torch.optim.Adam([*h, *o], lr=1e-3)),
+    "adam_nobias": ([], _adam),
     # The final layer at a hundredth of the rate (optim.lr_mult {head.final_layer: 0.01}).
     "adam_headlr": (
         [],
         lambda h, o: torch.optim.Adam([{"params": h, "lr": 1e-5}, {"params": o}], lr=1e-3),
     ),
-    "softplus": (
-        ["model.head.activation=softplus"],
-        lambda h, o: torch.optim.Adam([*h, *o], lr=1e-3),
-    ),
+    "softplus": (["model.head.activation=softplus"], _adam),
+    # DM-Count's regularisers on the relu maps (posematch/losses/mass_terms.py) at its weights
+    # relative to the transport term (mass 10, total variation 0.1). Its count is 1 for one dot;
+    # a pose map has no natural scale, so the mass target is also set 10x and 100x higher, and
+    # the mass term runs alone at target 100, at that weight and weaker. A change to the loss, not to the activation or optimizer.
+    "dmcount": (["loss.mass_weight=10", "loss.tv_weight=0.1"], _adam),
+    "dmcount_t10": (["loss.mass_weight=10", "loss.tv_weight=0.1", "loss.mass_target=10"], _adam),
+    "dmcount_t100": (["loss.mass_weight=10", "loss.tv_weight=0.1", "loss.mass_target=100"], _adam),
+    "mass_t100": (["loss.mass_weight=10", "loss.mass_target=100"], _adam),
+    # The mass term weaker, so that the transport term can sharpen the map under the anchor.
+    "mass1_t100": (["loss.mass_weight=1", "loss.mass_target=100"], _adam),
+    "mass0.1_t100": (["loss.mass_weight=0.1", "loss.mass_target=100"], _adam),
 }
 
 
@@ -84,6 +100,7 @@ def trace(arm: str, steps: int, data_root: str, device: str = "cpu") -> list[dic
     if arm == "adam_nobias":  # the bias held at 0: only the weights can lower the map
         final.bias.requires_grad_(False)
     loss_fn = instantiate(cfg.loss)
+    loss_fn_plain = instantiate(cfg.loss, mass_weight=0.0, tv_weight=0.0)
     dataset = instantiate(cfg.data.train)
     dataset.set_epoch(0)
     gen = torch.Generator().manual_seed(0)
@@ -100,7 +117,12 @@ def trace(arm: str, steps: int, data_root: str, device: str = "cpu") -> list[dic
         for batch in loader:
             heatmaps = model(batch.image.to(device))
             weights = batch.target_weight.to(device)
-            loss = loss_fn(heatmaps, batch.target.to(device), weights)
+            dots = batch.target.to(device)
+            loss = loss_fn(heatmaps, dots, weights)
+            # The transport term alone, comparable across arms (DM-Count's arms add their terms).
+            regularised = loss_fn.mass_weight > 0 or loss_fn.tv_weight > 0
+            with torch.no_grad():
+                transport = loss_fn_plain(heatmaps, dots, weights) if regularised else loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             bias_grad = final.bias.grad if final.bias.grad is not None else torch.zeros(1)
@@ -109,7 +131,9 @@ def trace(arm: str, steps: int, data_root: str, device: str = "cpu") -> list[dic
             used = weights > 0
             dead = (h.flatten(2).amax(2) <= 0) & used
             out.append({
-                "loss": float(loss.detach()),
+                "loss": float(transport.detach()),
+                # The median of the maps' unnormalised mass, sum relu(H), over the used joints.
+                "mass_median": float(h.relu().flatten(2).sum(2)[used].median()),
                 "dead_share": float(dead.sum() / used.sum().clamp_min(1)),
                 "positive_pixels": float((h > 0).float().mean()),
                 "bias_mean": float(final.bias.detach().mean()),
@@ -133,7 +157,9 @@ def plot(traces: dict[str, list[dict[str, float]]], path: Path) -> None:
 
     keys = (("dead_share", "dead heatmaps (share)"), ("loss", "matching loss (heatmap px)"),
             ("bias_grad_positive", "live joints whose bias gradient lowers the map"))  # fmt: skip
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    if all("mass_median" in t[0] for t in traces.values()):  # traces from before it lack it
+        keys = (*keys, ("mass_median", "median map mass, sum relu(H)"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
     colours = {arm: f"C{i}" for i, arm in enumerate(sorted(traces))}
     for ax, (key, title) in zip(axes, keys, strict=True):
         for arm, trace in sorted(traces.items()):
@@ -150,6 +176,8 @@ def plot(traces: dict[str, list[dict[str, float]]], path: Path) -> None:
                 values = [sum(w) / len(w) if (w := [x for x in live[max(0, i - 9) : i + 1]
                           if x == x]) else float("nan") for i in range(len(live))]  # fmt: skip
             ax.plot(values, label=arm, lw=1, color=colours[arm])
+        if key == "mass_median":
+            ax.set_yscale("symlog", linthresh=1.0)  # 0 (dead) to about 100 (the anchored arms)
         ax.set_title(title)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=8)

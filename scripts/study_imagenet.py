@@ -117,6 +117,20 @@ ARMS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
         ["codec=dots", "loss=sinkhorn", "model.head.activation=none"],
         ("1e-3",),
     ),
+    # The paper's relu head and loss with an L1 anchor on each map's unnormalised mass, sum relu(H)
+    # (DM-Count's count term): the suppliers and their optimum are the paper's (the transport term
+    # does not see the map's scale); weight and target from results/relu.md's trace, not val.
+    "relu_mass": (
+        "matching, relu head, heatmap px, mass anchor 0.1 x |sum relu(H) - 100|",
+        [
+            "codec=dots",
+            "loss=sinkhorn",
+            "model.head.activation=none",
+            "loss.mass_weight=0.1",
+            "loss.mass_target=100",
+        ],
+        ("5e-4", "1e-3", "2e-3"),
+    ),
     "softplus": (
         "matching, softplus head, input px, mass score (the demo's recipe)",
         ["codec=dots_mass", "loss=sinkhorn_input_px", "model.head.activation=softplus"],

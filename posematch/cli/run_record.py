@@ -178,6 +178,14 @@ def loss_facts(loss_cfg: Any) -> dict[str, Any] | None:
     for option in ("reg", "tol", "pixel_size", "dead_grad"):
         if hasattr(loss, option):
             facts[option] = float(getattr(loss, option))
+    # DM-Count's regularisers, only when on: a record from before they existed reads as "off".
+    for option, needs in (
+        ("mass_weight", None),
+        ("mass_target", "mass_weight"),
+        ("tv_weight", None),
+    ):
+        if getattr(loss, needs or option, 0) > 0:
+            facts[option] = float(getattr(loss, option))
     return facts
 
 

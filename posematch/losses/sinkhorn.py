@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from posematch.demanders import check_mode, make_demanders
+from posematch.losses.mass_terms import check_weights, mass_terms
 from posematch.losses.solver import transport_costs
 from posematch.types import LossOutput
 
@@ -101,6 +102,9 @@ def sinkhorn_matching_loss(
     reduction: str = "none",
     pixel_size: float = 1.0,
     dead_grad: float = 0.0,
+    mass_weight: float = 0.0,
+    mass_target: float = 1.0,
+    tv_weight: float = 0.0,
     return_iters: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, int]:
     """Distribution-matching loss between predicted heatmaps and ground-truth dots.
@@ -121,12 +125,16 @@ def sinkhorn_matching_loss(
             pixels (default), the stride (e.g. 4) = input-image pixels.
         dead_grad: surrogate gradient slope for heatmap values <= 0 (see
             ``suppliers_from_heatmaps``); 0 = the paper's relu.
+        mass_weight, mass_target, tv_weight: DM-Count's regularisers added per joint
+            (``posematch.losses.mass_terms``): mass_weight * |sum relu(H) - mass_target| +
+            tv_weight * sum |S - D|, unitless; 0 (default) = the paper's loss alone.
         return_iters: also return the number of Sinkhorn scalings run (the most any joint ran).
 
     Returns:
         The loss in the cost's unit (float32 or float64), and the iterations when asked.
     """
     _check_options(reg, max_iters, tol, reduction, demanders, pixel_size, dead_grad)
+    check_weights(mass_weight, mass_target, tv_weight)
     if heatmaps.dim() != 4:
         raise ValueError(f"heatmaps: expected (B, K, h, w), got shape {tuple(heatmaps.shape)}")
     bsz, k, h, w = heatmaps.shape
@@ -162,7 +170,17 @@ def sinkhorn_matching_loss(
             float(tol),
             dead_grad,
         )
-        value = torch.where(used, value.reshape(bsz, k) * (weights * pixel_size), 0.0)
+        value = value.reshape(bsz, k) * pixel_size
+        if mass_weight > 0 or tv_weight > 0:
+            value = value + mass_terms(
+                heatmaps,
+                dots,
+                mass_weight=mass_weight,
+                mass_target=mass_target,
+                tv_weight=tv_weight,
+                demanders=demanders,
+            )
+        value = torch.where(used, value * weights, 0.0)
 
     if reduction == "sum":
         value = value.sum()
@@ -194,9 +212,16 @@ class SinkhornMatchingLoss(nn.Module):
         reduction: str = "batchmean",
         pixel_size: float = 1.0,
         dead_grad: float = 0.0,
+        mass_weight: float = 0.0,
+        mass_target: float = 1.0,
+        tv_weight: float = 0.0,
     ) -> None:
         super().__init__()
         _check_options(reg, max_iters, tol, reduction, demanders, pixel_size, dead_grad)
+        check_weights(mass_weight, mass_target, tv_weight)
+        self.mass_weight = mass_weight
+        self.mass_target = mass_target
+        self.tv_weight = tv_weight
         self.pixel_size = pixel_size
         self.dead_grad = dead_grad
         self.reg = reg
@@ -231,6 +256,9 @@ class SinkhornMatchingLoss(nn.Module):
             reduction=self.reduction,
             pixel_size=self.pixel_size,
             dead_grad=self.dead_grad,
+            mass_weight=self.mass_weight,
+            mass_target=self.mass_target,
+            tv_weight=self.tv_weight,
             return_iters=True,
         )
         return LossOutput(value, {"sinkhorn_iters": float(iters)})
@@ -239,5 +267,7 @@ class SinkhornMatchingLoss(nn.Module):
         return (
             f"reg={self.reg}, max_iters={self.max_iters}, tol={self.tol}, "
             f"demanders={self.demanders!r}, reduction={self.reduction!r}, "
-            f"pixel_size={self.pixel_size}, dead_grad={self.dead_grad}"
+            f"pixel_size={self.pixel_size}, dead_grad={self.dead_grad}, "
+            f"mass_weight={self.mass_weight}, mass_target={self.mass_target}, "
+            f"tv_weight={self.tv_weight}"
         )

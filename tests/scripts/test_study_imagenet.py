@@ -188,3 +188,25 @@ def test_a_failed_test_scoring_is_said_and_its_output_kept(tmp_path, capsys):
     # posematch-diagnose's own error is in the log, not thrown away
     assert "posematch-diagnose" in (run_dir / "test.log").read_text()
     assert not (run_dir / "test" / "diagnosis.json").exists()
+
+
+def test_every_arm_composes_with_every_dataset_and_builds_its_loss(tmp_path):
+    # An override that names no config key (a typo in an arm) fails here, not an hour into a study.
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    s = load_script("study_imagenet")
+    args = _args(tmp_path)
+    conf = str(Path(__file__).resolve().parents[2] / "conf")
+    losses = {}
+    for dataset in s.DATASETS:
+        for arm in s.ARMS:
+            cmd = s.command(dataset, arm, s.ARMS[arm][2][0], 0, 1, tmp_path / "run", args)
+            overrides = [o for o in cmd[3:] if not o.startswith("hydra.")]
+            with initialize_config_dir(conf, version_base="1.3"):
+                cfg = compose("train", overrides=overrides)
+            losses[arm] = instantiate(cfg.loss)
+    # the anchored relu arm: the paper's loss and head with DM-Count's mass term
+    anchored = losses["relu_mass"]
+    assert (anchored.mass_weight, anchored.mass_target, anchored.tv_weight) == (0.1, 100.0, 0.0)
+    assert anchored.pixel_size == 1.0 and losses["relu"].mass_weight == 0.0
