@@ -16,9 +16,13 @@ import torch
 from posematch.engine import dist
 from posematch.types import Loss, LossOutput
 
+# What results/relu.md measured: the loss drives relu maps down, so a smaller lr or a longer
+# warm-up only delays the death; a positive slope everywhere stops it, an anchor on each map's mass
+# keeps most maps alive.
 REMEDIES = (
-    "model.head.activation=softplus (positive heatmaps: relu(H) = H, nothing can die; the demo's "
-    "recipe), a lower optim.optimizer.lr, or a longer trainer.warmup_iters; "
+    "model.head.activation=softplus (positive heatmaps, nothing can die; the demo's recipe), or "
+    "keep the relu suppliers and anchor each map's mass: loss.mass_weight=0.1 "
+    "loss.mass_target=100 (results/relu.md); a lower lr or a longer warm-up only delays it; "
     "trainer.dead_guard=null trains on regardless"
 )
 
