@@ -118,12 +118,13 @@ ARMS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
         ("1e-3",),
     ),
     # The paper's relu head and loss with an L1 anchor on each map's unnormalised mass, sum relu(H)
-    # (DM-Count's count term): the suppliers and their optimum are the paper's (the transport term
-    # does not see the map's scale); weight and target from results/relu.md's trace, not val.
+    # (DM-Count's count term): the suppliers' optimum is the paper's (the transport term does not
+    # see the map's scale); weight and target from results/relu.md's trace, not val. The joints
+    # are scored by their window's mass share (dots_mass), which the anchor's scale cannot move.
     "relu_mass": (
-        "matching, relu head, heatmap px, mass anchor 0.1 x |sum relu(H) - 100|",
+        "matching, relu head, heatmap px, mass anchor 0.1 x |sum relu(H) - 100|, mass score",
         [
-            "codec=dots",
+            "codec=dots_mass",
             "loss=sinkhorn",
             "model.head.activation=none",
             "loss.mass_weight=0.1",

@@ -11,10 +11,18 @@ paper's relu heatmaps alive (results/relu.md measures it); the matching loss add
   transport term's gradient lowers a whole relu map once the map has learnt anything (results/
   relu.md), and only the unnormalised sum can say "not lower than this". Its gradient reaches the
   positive pixels only, so a map with no positive value still gets nothing.
-- total variation: sum_pixels |S - D|, in [0, 2], with S = relu(H) / sum relu(H) (the loss's
-  suppliers, uniform for a map with no positive value) and D the demanders' masses on their
+- total variation (DM-Count's name; it is the L1 distance, twice the total-variation distance):
+  sum_pixels |S - D|, in [0, 2], with S = relu(H) / sum relu(H) (the loss's suppliers, uniform for
+  a map with no positive value, where DM-Count's would be 0) and D the demanders' masses on their
   pixels (a demander just outside the grid, near the border, is left out, as DM-Count's discrete
-  map holds only the dots inside the image).
+  map holds only the dots inside the image). Unlike the mass term it moves the loss's optimum:
+  it pulls S towards the demanders.
+
+Both terms are unitless: the matching loss does not scale them by its ``pixel_size``, so under
+``pixel_size`` 4 (``loss=sinkhorn_input_px``) the same weights count 4x less against the transport
+term. Both use relu's true gradient (``dead_grad`` applies to the transport term only). For a map
+with no positive value the mass term's value is the target, the total variation about 2 - 2 / N,
+and neither has a gradient.
 """
 
 from __future__ import annotations
@@ -54,7 +62,8 @@ def total_variation(heatmaps: torch.Tensor, dots: torch.Tensor, demanders: str) 
     col, row = positions[..., 0].long(), positions[..., 1].long()
     inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
     index = torch.where(inside, row * w + col, 0)
-    target = torch.zeros_like(suppliers).scatter_add_(-1, index, torch.where(inside, masses, 0.0))
+    masses = torch.where(inside, masses, 0.0).to(suppliers.dtype)
+    target = torch.zeros_like(suppliers).scatter_add_(-1, index, masses)
     return (suppliers - target).abs().sum(-1)
 
 

@@ -127,11 +127,13 @@ def sinkhorn_matching_loss(
             ``suppliers_from_heatmaps``); 0 = the paper's relu.
         mass_weight, mass_target, tv_weight: DM-Count's regularisers added per joint
             (``posematch.losses.mass_terms``): mass_weight * |sum relu(H) - mass_target| +
-            tv_weight * sum |S - D|, unitless; 0 (default) = the paper's loss alone.
+            tv_weight * sum |S - D|, unitless (not scaled by ``pixel_size``); 0 (default) = the
+            paper's loss alone.
         return_iters: also return the number of Sinkhorn scalings run (the most any joint ran).
 
     Returns:
-        The loss in the cost's unit (float32 or float64), and the iterations when asked.
+        The loss in the cost's unit (float32 or float64), plus the unitless regularisers when
+        they are on, and the iterations when asked.
     """
     _check_options(reg, max_iters, tol, reduction, demanders, pixel_size, dead_grad)
     check_weights(mass_weight, mass_target, tv_weight)

@@ -98,3 +98,18 @@ def test_a_damaged_run_json_is_named(tmp_path, text, message):
     with pytest.raises(ValueError, match=message) as err:
         RunInfo.read(tmp_path)
     assert str(tmp_path / "run.json") in str(err.value)
+
+
+def test_run_json_records_the_regularisers_only_when_on():
+    # A record from before they existed must still read as the same loss when they are off.
+    from omegaconf import OmegaConf
+
+    from posematch.cli.run_record import loss_facts
+
+    base = {"_target_": "posematch.losses.sinkhorn.SinkhornMatchingLoss"}
+    off = loss_facts(OmegaConf.create(base))
+    assert not {"mass_weight", "mass_target", "tv_weight"} & set(off)
+    tv_only = loss_facts(OmegaConf.create(base | {"tv_weight": 0.1, "mass_target": 50.0}))
+    assert tv_only["tv_weight"] == 0.1 and "mass_target" not in tv_only
+    on = loss_facts(OmegaConf.create(base | {"mass_weight": 0.1, "mass_target": 100.0}))
+    assert (on["mass_weight"], on["mass_target"]) == (0.1, 100.0) and "tv_weight" not in on

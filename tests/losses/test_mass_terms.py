@@ -37,20 +37,25 @@ def test_total_variation_by_hand():
 
 
 def test_a_demander_outside_the_grid_is_left_out():
-    # x = 1.5 on a 2-wide grid: half the mass on col 1, half on col 2 (outside, dropped).
-    dot = torch.tensor([[[1.5, 1.0]]], dtype=torch.float64)
-    assert total_variation(HEAT, dot, "subpixel").item() == pytest.approx(0.25 + 0 + 0 + 0.25)
+    # x = 1.5 on a 2-wide grid: half the mass on (row 0, col 1), half on col 2 (outside, dropped):
+    # D = (0, 0.5, 0, 0). Clamping it onto col 1 instead would give D = (0, 1, 0, 0) and 2.0.
+    dot = torch.tensor([[[1.5, 0.0]]], dtype=torch.float64)
+    assert total_variation(HEAT, dot, "subpixel").item() == pytest.approx(0.25 + 0.5 + 0 + 0.75)
 
 
 def test_the_loss_adds_the_weighted_terms_per_joint_and_skips_ignored_joints():
-    heat = torch.cat([HEAT, HEAT], dim=1)  # (1, 2, 2, 2)
-    dots = torch.tensor([[[1.0, 1.0], [1.0, 1.0]]], dtype=torch.float64)
-    weights = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    heat = torch.cat([HEAT, HEAT], dim=1).requires_grad_(True)  # (1, 2, 2, 2)
+    # The ignored joint's dot is NaN, as a loader hands an unlabelled joint.
+    dots = torch.tensor([[[1.0, 1.0], [float("nan"), float("nan")]]], dtype=torch.float64)
+    weights = torch.tensor([[0.5, 0.0]], dtype=torch.float64)
     plain = sinkhorn_matching_loss(heat, dots, weights, reduction="none")
     both = sinkhorn_matching_loss(heat, dots, weights, reduction="none", mass_weight=10.0,
                                   mass_target=2.0, tv_weight=0.1)  # fmt: skip
-    assert (both - plain)[0, 0].item() == pytest.approx(10 * 2.0 + 0.1 * 0.5)
+    # the joint weight scales the regularisers too: 0.5 * (10 * |4 - 2| + 0.1 * 0.5)
+    assert (both - plain)[0, 0].item() == pytest.approx(0.5 * (10 * 2.0 + 0.1 * 0.5))
     assert both[0, 1].item() == 0.0
+    both.sum().backward()
+    assert torch.isfinite(heat.grad).all() and torch.count_nonzero(heat.grad[0, 1]).item() == 0
 
 
 def test_a_dead_map_gets_no_gradient_from_either_term():
