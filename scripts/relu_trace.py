@@ -8,7 +8,9 @@ by default) with the matching loss on relu heatmaps (cost and reg in heatmap pix
 reading), and only the optimizer or the suppliers' activation changes, or (DM-Count's arms) the
 loss gains DM-Count's regularisers. Each step records the transport loss (without regularisers),
 the share of dead heatmaps (no positive value), the share of positive pixels, the mean of the
-final layer's bias, the median heatmap maximum and the median unnormalised mass sum relu(H). The traces go to ``--out`` (JSON, one list per
+final layer's bias, the median heatmap maximum and the median unnormalised mass sum relu(H)
+(over the labelled joints). Traces from before the regularisers (results/relu_trace.json) hold
+the whole loss, which for their arms is the transport term. The traces go to ``--out`` (JSON, one list per
 arm) and ``results/relu_trace.png``. A diagnostic, not a training recipe: a plain loop, no
 validation.
 """
