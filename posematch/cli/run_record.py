@@ -55,6 +55,32 @@ def differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return [] if saved == current else [prefix]
 
 
+def _with_defaults(section: Any) -> Any:
+    """A saved config section, each ``_target_`` mapping given its constructor's defaults for the
+    options it lacks: a record written before an option existed reads as that option's default,
+    so adding an option (off by default) does not refuse the resume of an older run."""
+    if isinstance(section, list):
+        return [_with_defaults(v) for v in section]
+    if not isinstance(section, dict):
+        return section
+    out = {k: _with_defaults(v) for k, v in section.items()}
+    target = out.get("_target_")
+    if isinstance(target, str):
+        import inspect
+
+        from hydra.utils import get_object
+
+        try:
+            params = inspect.signature(get_object(target)).parameters.values()
+        except (ImportError, AttributeError, ValueError, TypeError):
+            return out  # not importable here: compare as saved
+        for p in params:
+            if p.name not in out and p.default is not inspect.Parameter.empty:
+                if p.default is None or isinstance(p.default, (bool, int, float, str)):
+                    out[p.name] = p.default
+    return out
+
+
 def check_resume(
     cfg: DictConfig, run_dir: Path, resume: bool, force: bool, write: bool = True
 ) -> bool:
@@ -80,6 +106,9 @@ def check_resume(
     saved = cast(dict[str, Any], loaded)
     current = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     saved = _moved(saved, str(saved.get("run_dir", "")), str(run_dir))
+    # Both sides, so that an option neither config names compares as its default on both.
+    saved = {k: _with_defaults(v) if k in GUARDED else v for k, v in saved.items()}
+    current = {k: _with_defaults(v) if k in GUARDED else v for k, v in current.items()}
     current = _moved(current, str(current.get("run_dir", "")), str(run_dir))
     changed = [
         key

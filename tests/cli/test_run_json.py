@@ -113,3 +113,21 @@ def test_run_json_records_the_regularisers_only_when_on():
     assert tv_only["tv_weight"] == 0.1 and "mass_target" not in tv_only
     on = loss_facts(OmegaConf.create(base | {"mass_weight": 0.1, "mass_target": 100.0}))
     assert (on["mass_weight"], on["mass_target"]) == (0.1, 100.0) and "tv_weight" not in on
+
+
+def test_resuming_a_run_recorded_before_an_option_existed_reads_it_as_its_default(tmp_path):
+    # A matching run started before loss.mass_weight existed must resume when the new option is
+    # at its default, and be refused when it is set (a real change to the loss).
+    import pytest
+    from omegaconf import OmegaConf
+
+    from posematch.cli.run_record import check_resume
+
+    old_loss = {"_target_": "posematch.losses.sinkhorn.SinkhornMatchingLoss", "reg": 1.0}
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml({"loss": old_loss}))
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    same = OmegaConf.create({"loss": old_loss | {"mass_weight": 0.0, "tv_weight": 0.0}})
+    assert check_resume(same, tmp_path, resume=True, force=False, write=False)
+    changed = OmegaConf.create({"loss": old_loss | {"mass_weight": 0.1}})
+    with pytest.raises(ValueError, match=r"loss\.mass_weight"):
+        check_resume(changed, tmp_path, resume=True, force=False, write=False)
