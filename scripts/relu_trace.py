@@ -9,9 +9,9 @@ reading), and only the optimizer or the suppliers' activation changes, or (DM-Co
 loss gains DM-Count's regularisers. Each step records the transport loss (without regularisers),
 the share of dead heatmaps (no positive value), the share of positive pixels, the mean of the
 final layer's bias, the median heatmap maximum and the median unnormalised mass sum relu(H)
-(over the labelled joints). Traces from before the regularisers (results/relu_trace.json) hold
-the whole loss, which for their arms is the transport term. The traces go to ``--out`` (JSON, one list per
-arm) and ``results/relu_trace.png``. A diagnostic, not a training recipe: a plain loop, no
+(over the labelled joints). Traces from before the regularisers (results/relu_trace.json) hold the
+whole loss, which for their arms is the transport term. The traces go to ``--out`` (JSON, one list
+per arm) and ``results/relu_trace.png``. A diagnostic, not a training recipe: a plain loop, no
 validation.
 """
 
@@ -66,7 +66,8 @@ ARMS = {
     # DM-Count's regularisers on the relu maps (posematch/losses/mass_terms.py) at its weights
     # relative to the transport term (mass 10, total variation 0.1). Its count is 1 for one dot;
     # a pose map has no natural scale, so the mass target is also set 10x and 100x higher, and
-    # the mass term runs alone at target 100, at that weight and weaker. A change to the loss, not to the activation or optimizer.
+    # the mass term runs alone at target 100, at that weight and weaker. A change to the loss,
+    # not to the activation or the optimizer.
     "dmcount": (["loss.mass_weight=10", "loss.tv_weight=0.1"], _adam),
     "dmcount_t10": (["loss.mass_weight=10", "loss.tv_weight=0.1", "loss.mass_target=10"], _adam),
     "dmcount_t100": (["loss.mass_weight=10", "loss.tv_weight=0.1", "loss.mass_target=100"], _adam),
