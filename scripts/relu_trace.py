@@ -75,6 +75,12 @@ ARMS = {
     # The mass term weaker, so that the transport term can sharpen the map under the anchor.
     "mass1_t100": (["loss.mass_weight=1", "loss.mass_target=100"], _adam),
     "mass0.1_t100": (["loss.mass_weight=0.1", "loss.mass_target=100"], _adam),
+    # The same with the studies' warm-up (x0.001 -> x1 over the first 100 steps): whether small
+    # first steps let more maps die before the anchor holds them (results/relu.md).
+    "mass0.1_t100_warm": (
+        ["loss.mass_weight=0.1", "loss.mass_target=100"],
+        lambda h, o: _Warm(_adam(h, o), iters=100, ratio=1e-3),
+    ),
 }
 
 
@@ -91,6 +97,23 @@ class _Pair:
     def step(self) -> None:
         for o in self.opts:
             o.step()
+
+
+class _Warm:
+    """An optimizer with the trainer's per-step linear warm-up (``posematch.engine.optim.warmup``):
+    the lr rises from ``ratio`` times its value to its value over the first ``iters`` steps."""
+
+    def __init__(self, opt: torch.optim.Optimizer, iters: int, ratio: float) -> None:
+        from posematch.engine.optim import warmup
+
+        self.opt, self.sched = opt, warmup(opt, iters, ratio)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.opt.step()
+        self.sched.step()
 
 
 def trace(arm: str, steps: int, data_root: str, device: str = "cpu") -> list[dict[str, float]]:

@@ -9,9 +9,10 @@ with the ImageNet weights of ``make install`` and a new SimpleBaseline head; arm
 the loss, its codec and the head's output activation (``ARMS``). ``synthetic128`` is the synthetic
 protocol sized for a 2-core CPU (the stride-16 trunk at 128x96). Protocol, per dataset:
 
-1. ``search``: each arm trains at every lr of ``LRS`` (the paper's relu arm at the paper's 1e-3
-   only), seed 0. Selection looks only at: synthetic, the last epoch's val AP; a DeepLabCut
-   project (5 folds), fold 0's held-out RMSE.
+1. ``search``: each arm trains at every lr of its grid in ``ARMS`` (the paper's relu arm at the
+   paper's 1e-3 only), seed 0, as one Hydra multirun (the basic sweeper) per dataset and arm:
+   ``search/ARM/lrLR``, the lr as Hydra writes it (``lr0.0005``). Selection looks only at:
+   synthetic, the last epoch's val AP; a DeepLabCut project (5 folds), fold 0's held-out RMSE.
 2. ``final``: the selected lr, scored where selection never looked: synthetic, seeds 0 and 1 on
    the held-out test split (``posematch-diagnose split=test``, last checkpoint); a project, folds
    1-4 (seed 0), their held-out frames, last checkpoint. ``--selection FILE`` (an earlier run's
@@ -213,8 +214,11 @@ def command(
     args: argparse.Namespace,
     smoke: bool = False,
     init_from: Path | None = None,
+    sweep: bool = False,
 ) -> list[str]:
-    """The training command of one run; ``init_from``: a fine-tune from that checkpoint."""
+    """The training command of one run; ``init_from``: a fine-tune from that checkpoint;
+    ``sweep``: a Hydra multirun over the comma-separated ``lr``, one job folder per lr under
+    ``run_dir`` (each job resumes its own ``last.pth``; a finished one exits at once)."""
     ds, epochs, batch, warm, _, _ = DATASETS[dataset]
     arm_o = [o.replace("{sigma}", SIGMA[dataset]) for o in ARMS[arm][1]]
     extra = [f"data.fold={fold}"] if not synthetic(dataset) else [f"data.root={args.data}"]
@@ -223,6 +227,7 @@ def command(
         sys.executable,
         "-m",
         "posematch.cli.train",
+        *(["-m"] if sweep else []),
         *COMMON,
         *ds,
         *arm_o,
@@ -240,8 +245,16 @@ def command(
         f"trainer.seed={seed}",
         f"trainer.num_workers={args.workers}",
         f"device={args.device}",
-        f"hydra.run.dir={run_dir}",
     ]
+    if sweep:
+        # the job folder is named by the lr; Hydra writes the float its own way (5e-4 -> 0.0005)
+        return [
+            *cmd,
+            f"hydra.sweep.dir={run_dir}",
+            "hydra.sweep.subdir=lr${optim.optimizer.lr}",
+            "resume=auto",
+        ]
+    cmd.append(f"hydra.run.dir={run_dir}")
     if (run_dir / "last.pth").exists():
         cmd.append("resume=auto")
     return cmd
@@ -307,7 +320,36 @@ def run_jobs(jobs: list[tuple[list[str], Path, int]], args: argparse.Namespace) 
 
 
 def search_dir(args: argparse.Namespace, dataset: str, arm: str, lr: str) -> Path:
-    return args.runs / dataset / "search" / arm / f"lr{lr}"
+    """One lr's search run: the sweeper's job folder, named by the lr as Hydra writes it
+    (``lr0.0005``); a run made before the search used the sweeper (one call per lr) keeps the
+    name it has (``lr5e-4``), so its records are read and resumed."""
+    sweep = args.runs / dataset / "search" / arm
+    before = sweep / f"lr{lr}"
+    return before if before.is_dir() else sweep / f"lr{float(lr)}"
+
+
+def search_jobs(
+    args: argparse.Namespace, dataset: str, arm: str
+) -> list[tuple[list[str], Path, int]]:
+    """The arm's lr search as one Hydra multirun, or nothing once every lr's run has finished.
+
+    A run folder that predates the sweeper (``lr5e-4``) is trained on in its own folder.
+    """
+    epochs = DATASETS[dataset][1]
+    lrs = [lr for lr in ARMS[arm][2] if not finished(search_dir(args, dataset, arm, lr), epochs)]
+    before = [lr for lr in lrs if search_dir(args, dataset, arm, lr).name == f"lr{lr}"]
+    jobs = [
+        (command(dataset, arm, lr, 0, 0, run_dir, args), run_dir, epochs)
+        for lr in before
+        for run_dir in [search_dir(args, dataset, arm, lr)]
+    ]
+    swept = [lr for lr in lrs if lr not in before]
+    if swept:
+        sweep = args.runs / dataset / "search" / arm
+        jobs.append(
+            (command(dataset, arm, ",".join(swept), 0, 0, sweep, args, sweep=True), sweep, epochs)
+        )
+    return jobs
 
 
 def selected(args: argparse.Namespace, dataset: str, arm: str) -> tuple[str, float, str] | None:
@@ -606,15 +648,10 @@ def main() -> None:
         )
         sys.exit(1 if bad else 0)
     if "search" in args.stages:
-        jobs = []
-        for ds in args.datasets:
-            for arm in args.arms:
-                for lr in ARMS[arm][2]:
-                    run_dir = search_dir(args, ds, arm, lr)
-                    jobs.append(
-                        (command(ds, arm, lr, 0, 0, run_dir, args), run_dir, DATASETS[ds][1])
-                    )
-        run_jobs(jobs, args)
+        run_jobs(
+            [j for ds in args.datasets for arm in args.arms for j in search_jobs(args, ds, arm)],
+            args,
+        )
         print(f"[study] search done ({time.time() - start:.0f} s)", flush=True)
     if "final" in args.stages:
         jobs = [j for ds in args.datasets for arm in args.arms for j in final_jobs(args, ds, arm)]

@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from tests.scripts import load_script
 
 
 def _finished(folder: Path, epochs: int, **val: float) -> None:
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     records = [{"epoch": e, "train_loss": 1.0 / e} for e in range(1, epochs)]
     records.append({"epoch": epochs, "train_loss": 0.1} | {f"val/{k}": v for k, v in val.items()})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -210,3 +212,60 @@ def test_every_arm_composes_with_every_dataset_and_builds_its_loss(tmp_path):
     anchored = losses["relu_mass"]
     assert (anchored.mass_weight, anchored.mass_target, anchored.tv_weight) == (0.1, 100.0, 0.0)
     assert anchored.pixel_size == 1.0 and losses["relu"].mass_weight == 0.0
+
+
+def test_the_search_is_one_hydra_multirun_and_an_older_run_keeps_its_folder(tmp_path):
+    s = load_script("study_imagenet")
+    args = _args(tmp_path, data="/d/synthetic")
+    [(cmd, sweep, epochs)] = s.search_jobs(args, "synthetic128", "mse")
+    assert cmd[3] == "-m" and sweep == tmp_path / "synthetic128/search/mse" and epochs == 12
+    o = _options(cmd[4:])
+    assert o["optim.optimizer.lr"] == "5e-4,1e-3,2e-3" and o["trainer.seed"] == "0"
+    assert o["hydra.sweep.dir"] == str(sweep) and o["resume"] == "auto"
+    assert o["hydra.sweep.subdir"] == "lr${optim.optimizer.lr}" and "hydra.run.dir" not in o
+    # Hydra writes each lr as a float: the job folders are lr0.0005, lr0.001, lr0.002
+    assert [s.search_dir(args, "synthetic128", "mse", lr).name for lr in s.ARMS["mse"][2]] == [
+        "lr0.0005",
+        "lr0.001",
+        "lr0.002",
+    ]
+    # a finished run of the per-lr layout counts; an unfinished one trains on in its own folder;
+    # only the lr without a run goes to the sweeper
+    _finished(tmp_path / "synthetic128/search/mse/lr5e-4", 12, AP=80.0)
+    _finished(tmp_path / "synthetic128/search/mse/lr1e-3", 6, AP=70.0)
+    (older, _, _), (swept, _, _) = s.search_jobs(args, "synthetic128", "mse")
+    assert _options(older)["hydra.run.dir"] == str(tmp_path / "synthetic128/search/mse/lr1e-3")
+    assert _options(swept[4:])["optim.optimizer.lr"] == "2e-3"
+    # every lr finished, in either layout: no job
+    _finished(tmp_path / "synthetic128/search/mse/lr1e-3", 12, AP=85.0)
+    _finished(tmp_path / "synthetic128/search/mse/lr0.002", 12, AP=82.0)
+    assert s.search_jobs(args, "synthetic128", "mse") == []
+    assert s.selected(args, "synthetic128", "mse") == ("1e-3", 85.0, "search")
+
+
+def test_hydra_names_the_search_jobs_folders_as_the_selection_reads_them(tmp_path):
+    # The real sweeper and trainer, two lrs of one step each on a tiny synthetic set: the folders
+    # Hydra makes are the ones search_dir reads.
+    from posematch.synthetic import generate
+
+    s = load_script("study_imagenet")
+    generate(str(tmp_path / "data"), 4, 2, seed=0, workers=1)
+    args = _args(tmp_path / "runs", data=str(tmp_path / "data"))
+    [(cmd, sweep, _)] = s.search_jobs(args, "synthetic128", "mse")
+    tiny = {
+        "optim.optimizer.lr": "5e-4,2e-3",
+        "trainer.epochs": "1",
+        "schedule.milestones": "[1]",
+        "trainer.max_steps_per_epoch": "1",
+        "trainer.batch_size": "2",
+        "trainer.warmup_iters": "0",
+        "trainer.val_every": "1",
+    }
+    cmd = [f"{k}={tiny[k]}" if k in tiny else o for o in cmd for k in [o.split("=", 1)[0]]]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in sweep.glob("lr*")) == ["lr0.0005", "lr0.002"]
+    for lr in ("5e-4", "2e-3"):
+        run_dir = s.search_dir(args, "synthetic128", "mse", lr)
+        assert s.finished(run_dir, 1), sorted(p.name for p in sweep.iterdir())
+        assert float(OmegaConf.load(run_dir / ".hydra/config.yaml").optim.optimizer.lr) == float(lr)
