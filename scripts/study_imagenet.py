@@ -27,10 +27,11 @@ protocol sized for a 2-core CPU (the stride-16 trunk at 128x96). Protocol, per d
 Every run lives in its own folder under ``--runs`` and is skipped once it has finished (its last
 epoch in ``metrics.jsonl``), so the command resumes. ``--out`` (JSON) gets every finished run's
 numbers at the end, and its ``.md`` sibling the tables (``results/imagenet_study.md`` is the
-curated report of the H200 run). ``--parallel N`` runs N
-trainings at a time (on a GPU; on a 2-core CPU keep 1). ``--smoke`` runs 2 steps per epoch of
-one epoch of every arm into ``--runs``/smoke and reports failures, nothing else. The dead-heatmap
-guard is off (``trainer.dead_guard=null``): a dying run is a result here, recorded by its dead share.
+curated report of the H200 run). ``--parallel N`` runs N jobs at a time (on a GPU; on a 2-core
+CPU keep 1): a search job is one arm's whole sweep, whose lrs train one after another, so a search
+runs at most one training per dataset and arm at once (the H200 run of 2026-12-04 predates the
+sweeper and ran each lr as its own job). ``--smoke`` runs 2 steps per epoch of one epoch of every
+arm into ``--runs``/smoke and reports failures, nothing else. The dead-heatmap guard is off (``trainer.dead_guard=null``): a dying run is a result here, recorded by its dead share.
 """
 
 from __future__ import annotations
