@@ -21,9 +21,10 @@ from posematch.types import Loss, LossOutput
 # keeps most maps alive.
 REMEDIES = (
     "model.head.activation=softplus (positive heatmaps, nothing can die; the demo's recipe), or "
-    "keep the relu suppliers and anchor each map's mass from the start (a dead map stays dead): "
-    "loss.mass_weight=0.1 loss.mass_target=100, measured on 32x24 maps (results/relu.md); a lower "
-    "lr or a longer warm-up only delays it; "
+    "keep the relu suppliers and anchor each map's mass from the first step, without warm-up (a "
+    "warm-up's small steps let maps die before the anchor holds them, and a dead map stays dead): "
+    "loss.mass_weight=0.1 loss.mass_target=100 trainer.warmup_iters=0, measured on 32x24 maps; "
+    "the maps then live but stay broad (results/relu.md); a lower lr only delays it; "
     "trainer.dead_guard=null trains on regardless"
 )
 
