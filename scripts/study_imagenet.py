@@ -31,7 +31,8 @@ curated report of the H200 run). ``--parallel N`` runs N jobs at a time (on a GP
 CPU keep 1): a search job is one arm's whole sweep, whose lrs train one after another, so a search
 runs at most one training per dataset and arm at once (the H200 run of 2026-12-04 predates the
 sweeper and ran each lr as its own job). ``--smoke`` runs 2 steps per epoch of one epoch of every
-arm into ``--runs``/smoke and reports failures, nothing else. The dead-heatmap guard is off (``trainer.dead_guard=null``): a dying run is a result here, recorded by its dead share.
+arm into ``--runs``/smoke and reports failures, nothing else. The dead-heatmap guard is off
+(``trainer.dead_guard=null``): a dying run is a result here, recorded by its dead share.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def command(
 ) -> list[str]:
     """The training command of one run; ``init_from``: a fine-tune from that checkpoint;
     ``sweep``: a Hydra multirun over the comma-separated ``lr``, one job folder per lr under
-    ``run_dir`` (each job resumes its own ``last.pth``; a finished one exits at once)."""
+    ``run_dir`` (each job resumes its own ``last.pth``; a finished one trains no further)."""
     ds, epochs, batch, warm, _, _ = DATASETS[dataset]
     arm_o = [o.replace("{sigma}", SIGMA[dataset]) for o in ARMS[arm][1]]
     extra = [f"data.fold={fold}"] if not synthetic(dataset) else [f"data.root={args.data}"]
