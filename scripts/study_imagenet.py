@@ -338,13 +338,10 @@ def search_jobs(
     A run folder that predates the sweeper (``lr5e-4``) is trained on in its own folder.
     """
     epochs = DATASETS[dataset][1]
-    lrs = [lr for lr in ARMS[arm][2] if not finished(search_dir(args, dataset, arm, lr), epochs)]
-    before = [lr for lr in lrs if search_dir(args, dataset, arm, lr).name == f"lr{lr}"]
-    jobs = [
-        (command(dataset, arm, lr, 0, 0, run_dir, args), run_dir, epochs)
-        for lr in before
-        for run_dir in [search_dir(args, dataset, arm, lr)]
-    ]
+    dirs = {lr: search_dir(args, dataset, arm, lr) for lr in ARMS[arm][2]}
+    lrs = [lr for lr, run_dir in dirs.items() if not finished(run_dir, epochs)]
+    before = [lr for lr in lrs if dirs[lr].name == f"lr{lr}"]
+    jobs = [(command(dataset, arm, lr, 0, 0, dirs[lr], args), dirs[lr], epochs) for lr in before]
     swept = [lr for lr in lrs if lr not in before]
     if swept:
         sweep = args.runs / dataset / "search" / arm
