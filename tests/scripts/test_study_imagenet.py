@@ -269,3 +269,20 @@ def test_hydra_names_the_search_jobs_folders_as_the_selection_reads_them(tmp_pat
         run_dir = s.search_dir(args, "synthetic128", "mse", lr)
         assert s.finished(run_dir, 1), sorted(p.name for p in sweep.iterdir())
         assert float(OmegaConf.load(run_dir / ".hydra/config.yaml").optim.optimizer.lr) == float(lr)
+
+
+def test_only_the_no_warm_up_arm_drops_the_datasets_warm_up(tmp_path):
+    s = load_script("study_imagenet")
+    args = _args(tmp_path)
+    run = tmp_path / "run"
+    warm = {
+        arm: _options(s.command("openfield", arm, "1e-3", 0, 0, run, args))["trainer.warmup_iters"]
+        for arm in ("relu_mass", "relu_mass_nowarm", "mse")
+    }
+    # openfield warms up over 50 steps; the anchored relu arm's twin starts at the full lr
+    assert warm == {"relu_mass": "50", "relu_mass_nowarm": "0", "mse": "50"}
+    a, b = (
+        _options(s.command("openfield", arm, "1e-3", 0, 0, run, args))
+        for arm in ("relu_mass", "relu_mass_nowarm")
+    )
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"trainer.warmup_iters"}
