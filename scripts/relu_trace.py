@@ -75,6 +75,10 @@ ARMS = {
     # The mass term weaker, so that the transport term can sharpen the map under the anchor.
     "mass1_t100": (["loss.mass_weight=1", "loss.mass_target=100"], _adam),
     "mass0.1_t100": (["loss.mass_weight=0.1", "loss.mass_target=100"], _adam),
+    # Whether a weaker or lower anchor lets the transport term sharpen the live maps (at target
+    # 100 and weight 0.1 they live but stay broad: results/relu.md), or lets them die.
+    "mass0.01_t100": (["loss.mass_weight=0.01", "loss.mass_target=100"], _adam),
+    "mass0.1_t10": (["loss.mass_weight=0.1", "loss.mass_target=10"], _adam),
     # The same with the studies' warm-up (x0.001 -> x1 over the first 100 steps): whether small
     # first steps let more maps die before the anchor holds them (results/relu.md).
     "mass0.1_t100_warm": (
