@@ -79,6 +79,11 @@ ARMS = {
     # 100 and weight 0.1 they live but stay broad: results/relu.md), or lets them die.
     "mass0.01_t100": (["loss.mass_weight=0.01", "loss.mass_target=100"], _adam),
     "mass0.1_t10": (["loss.mass_weight=0.1", "loss.mass_target=10"], _adam),
+    # Both died; the reading that the anchor's push per pixel (weight) must beat the transport
+    # term's drift (which scales as 1 / mass, the target) predicts that weight x target decides:
+    # the same product, 10, at other weights and targets.
+    "mass1_t10": (["loss.mass_weight=1", "loss.mass_target=10"], _adam),
+    "mass0.01_t1000": (["loss.mass_weight=0.01", "loss.mass_target=1000"], _adam),
     # The same with the studies' warm-up (x0.001 -> x1 over the first 100 steps): whether small
     # first steps let more maps die before the anchor holds them (results/relu.md).
     "mass0.1_t100_warm": (
