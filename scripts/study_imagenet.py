@@ -554,7 +554,8 @@ def table_row(arm: str, lr: str, rows: list[dict], keys: list[str], dataset: str
     """One arm's markdown row: label, lr, each key's mean ± sd over the rows, the dead share."""
     cells = [column(rows, k, dataset) for k in keys]
     dead = mean_sd([float(r["dead_share"]) for r in rows if r.get("dead_share") is not None])
-    return f"| {ARMS[arm][0]} | {lr} | " + " | ".join(cells) + f" | {dead} |"
+    label = ARMS[arm][0].replace("|", "\\|")  # the anchor's |sum relu(H) - 100| is not a cell
+    return f"| {label} | {lr} | " + " | ".join(cells) + f" | {dead} |"
 
 
 def report(data: dict) -> str:

@@ -286,3 +286,22 @@ def test_only_the_no_warm_up_arm_drops_the_datasets_warm_up(tmp_path):
         for arm in ("relu_mass", "relu_mass_nowarm")
     )
     assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"trainer.warmup_iters"}
+
+
+def test_an_arm_label_with_bars_stays_one_cell_of_the_report_table(tmp_path):
+    import re
+
+    s = load_script("study_imagenet")
+    runs = tmp_path / "runs"
+    for lr, rmse in (("0.0005", 7.7), ("0.001", 7.6), ("0.002", 54.1)):
+        _finished(runs / f"openfield/search/relu_mass/lr{lr}", 100, RMSE=rmse)
+    _finished(runs / "openfield/final/relu_mass/fold1", 100, RMSE=7.0)
+    text = s.report(s.collect(_args(runs, arms=["relu_mass"], selection={})))
+    header = next(line for line in text.splitlines() if line.startswith("| arm |"))
+    row = next(line for line in text.splitlines() if line.startswith("| matching, relu head"))
+
+    def cells(line: str) -> list[str]:  # split at the bars that are not escaped
+        return re.split(r"(?<!\\)\|", line)
+
+    assert len(cells(row)) == len(cells(header)) and "\\|sum relu(H) - 100\\|" in row
+    assert "| 1e-3 | 7.00" in row
