@@ -85,7 +85,7 @@ ARMS = {
     "mass1_t10": (["loss.mass_weight=1", "loss.mass_target=10"], _adam),
     "mass0.01_t1000": (["loss.mass_weight=0.01", "loss.mass_target=1000"], _adam),
     # Both lost maps. The reading they leave: the weight must lift the mass in the first steps, and
-    # the target must lie far above the first steps' overshoot. It predicts this arm lives.
+    # the target must not lie far below the first steps' overshoot. It predicts this arm lives.
     "mass0.1_t1000": (["loss.mass_weight=0.1", "loss.mass_target=1000"], _adam),
     # The same with the studies' warm-up (x0.001 -> x1 over the first 100 steps): whether small
     # first steps let more maps die before the anchor holds them (results/relu.md).

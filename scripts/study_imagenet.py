@@ -259,7 +259,7 @@ def command(
         *([f"model.init_from={init_from}"] if init_from else []),
         f"optim.optimizer.lr={lr}",
         f"trainer.batch_size={batch}",
-        # an arm that sets its own warm-up keeps it (Hydra refuses a key given twice)
+        # an arm that sets its own warm-up keeps it (given twice, Hydra's last value would win)
         *(
             []
             if any(o.startswith("trainer.warmup_iters=") for o in arm_o)

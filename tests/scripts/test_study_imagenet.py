@@ -38,7 +38,7 @@ def _args(runs: Path, **over) -> argparse.Namespace:
 def _options(cmd: list[str]) -> dict[str, str]:
     pairs = [o.split("=", 1) for o in cmd[3:]]
     keys = [k for k, _ in pairs]
-    assert len(keys) == len(set(keys)), f"a key given twice (Hydra refuses it): {keys}"
+    assert len(keys) == len(set(keys)), f"a key given twice (the last would win): {keys}"
     return dict(pairs)
 
 
