@@ -222,6 +222,21 @@ def schedule(epochs: int) -> list[str]:
 SIGMA = {"synthetic": "2", "synthetic128": "1", "openfield": "2", "mirror": "2"}
 
 
+def override_key(override: str) -> str:
+    """The config key a Hydra override sets: ``+a.b=1`` and ``a.b=2`` both set ``a.b``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def layered(*layers: list[str]) -> list[str]:
+    """Hydra overrides, each key once: a later layer's override replaces an earlier layer's
+    of the same key (given a key twice, Hydra would silently keep the last)."""
+    out: list[str] = []
+    for layer in layers:
+        keys = {override_key(o) for o in layer}
+        out = [o for o in out if override_key(o) not in keys] + list(layer)
+    return out
+
+
 def command(
     dataset: str,
     arm: str,
@@ -241,33 +256,30 @@ def command(
     arm_o = [o.replace("{sigma}", SIGMA[dataset]) for o in ARMS[arm][1]]
     extra = [f"data.fold={fold}"] if not synthetic(dataset) else [f"data.root={args.data}"]
     steps = ["trainer.max_steps_per_epoch=2", "trainer.val_every=1"] if smoke else []
-    cmd = [
-        sys.executable,
-        "-m",
-        "posematch.cli.train",
-        *(["-m"] if sweep else []),
+    protocol = [
         *COMMON,
         *ds,
-        *arm_o,
         *extra,
         *(
             [f"trainer.epochs={FT_EPOCHS}", f"schedule.milestones=[{FT_MILESTONE}]"]
             if init_from
             else schedule(1 if smoke else epochs)
         ),
-        *steps,
         *([f"model.init_from={init_from}"] if init_from else []),
         f"optim.optimizer.lr={lr}",
         f"trainer.batch_size={batch}",
-        # an arm that sets its own warm-up keeps it (given twice, Hydra's last value would win)
-        *(
-            []
-            if any(o.startswith("trainer.warmup_iters=") for o in arm_o)
-            else [f"trainer.warmup_iters={0 if smoke or init_from else warm}"]
-        ),
+        f"trainer.warmup_iters={0 if smoke or init_from else warm}",
         f"trainer.seed={seed}",
         f"trainer.num_workers={args.workers}",
         f"device={args.device}",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "posematch.cli.train",
+        *(["-m"] if sweep else []),
+        # a smoke run's steps beat the protocol's, and an arm's own value of a key beats both
+        *layered(protocol, steps, arm_o),
     ]
     if sweep:
         # the job folder is named by the lr; Hydra writes the float its own way (5e-4 -> 0.0005)

@@ -305,3 +305,18 @@ def test_an_arm_label_with_bars_stays_one_cell_of_the_report_table(tmp_path):
 
     assert len(cells(row)) == len(cells(header)) and "\\|sum relu(H) - 100\\|" in row
     assert "| 1e-3 | 7.00" in row
+
+
+def test_an_arm_that_sets_any_protocol_key_keeps_its_own_value(tmp_path, monkeypatch):
+    s = load_script("study_imagenet")
+    monkeypatch.setitem(
+        s.ARMS,
+        "probe",
+        ("a probe arm", ["loss=mse", "trainer.batch_size=4", "trainer.seed=7"], ("1e-3",)),
+    )
+    run = tmp_path / "run"
+    # _options fails if a key is given twice; each of the arm's keys keeps the arm's value
+    for kwargs in ({}, {"smoke": True}, {"init_from": tmp_path / "base.pth"}):
+        o = _options(s.command("openfield", "probe", "1e-3", 0, 1, run, _args(tmp_path), **kwargs))
+        assert (o["trainer.batch_size"], o["trainer.seed"]) == ("4", "7")
+        assert o["optim.optimizer.lr"] == "1e-3" and o["data.fold"] == "1"
