@@ -12,7 +12,6 @@ predicts with the flip test (one process or under torchrun), prints the paper-st
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from posematch.cli.run_record import model_name, run_info
 from posematch.cli.user_errors import user_errors
 from posematch.engine import dist
 from posematch.engine.evaluate import evaluate
-from posematch.evaluation.report import markdown_row
+from posematch.evaluation.report import markdown_row, strict_json
 from posematch.predictor import trained_config
 
 log = logging.getLogger("posematch.eval")
@@ -104,7 +103,7 @@ def run(cfg: DictConfig) -> dict | None:
     if metrics is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         record = {"checkpoint": str(cfg.checkpoint), "config": OmegaConf.to_container(cfg.data)}
-        (out_dir / "metrics.json").write_text(json.dumps({**metrics, **record}, indent=2))
+        (out_dir / "metrics.json").write_text(strict_json({**metrics, **record}, indent=2))
         loss_cfg, name = trained_facts(cfg, adopted)
         folder = Path(cfg.checkpoint).parent
         budget = runinfo.RunInfo.read(folder).budget if runinfo.exists(folder) else None

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from posematch.draw import heatmap_panel
+from posematch.evaluation.report import strict_json
 
 log = logging.getLogger("posematch.train")
 
@@ -125,18 +126,19 @@ class RunLogger:
             self.writer.add_image("train/heatmaps_vs_gt", panel, step, dataformats="HWC")
 
     def epoch(self, record: dict[str, Any]) -> None:
-        """One line of metrics.jsonl and the epoch's scalars (train/*, val/*)."""
+        """One line of metrics.jsonl (strict JSON: a non-finite value is ``null``) and the epoch's
+        scalars (train/*, val/*)."""
         if not self.enabled:
             return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(strict_json(record) + "\n")
         epoch = record["epoch"]
         assert self.writer is not None  # made with enabled
         for key, value in record.items():
             if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 tag = key if "/" in key else f"train/{key}"
                 self.writer.add_scalar(tag, value, epoch)
-        log.info("epoch %d: %s", epoch, json.dumps(record))
+        log.info("epoch %d: %s", epoch, strict_json(record))
 
     def keep_epochs(self, last_epoch: int) -> None:
         """Drop metrics.jsonl records after ``last_epoch`` (a resumed run redoes those epochs)."""

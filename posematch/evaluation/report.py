@@ -7,8 +7,10 @@ RMSE_pcutoff (pixels, one decimal) PCK (percent) AP (x 100; missing without OKS 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from typing import Any
 
 COCO_COLUMNS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
 MPII_COLUMNS = {
@@ -26,9 +28,11 @@ MPII_COLUMNS = {
 MISSING = "–"
 
 
-def percent(value: float, scale: float = 100.0) -> str:
+def percent(value: float | None, scale: float = 100.0) -> str:
     """``value * scale`` with one decimal; ``MISSING`` for pycocotools' -1 (no ground truth in that
-    area range) and for non-finite values."""
+    area range), for non-finite values and for ``None`` (a non-finite value read back from JSON)."""
+    if value is None:
+        return MISSING
     value = float(value)
     if not math.isfinite(value) or value < 0:
         return MISSING
@@ -64,3 +68,23 @@ def markdown_row(metrics: Mapping[str, float | bool]) -> str:
             "| " + " | ".join(values) + " |",
         ]
     )
+
+
+def strict_json(record: Mapping[str, Any], indent: int | None = None) -> str:
+    """``record`` as standard JSON (RFC 8259), its non-finite floats written as ``null``.
+
+    Python's ``json`` writes NaN as the bare token ``NaN``, which strict readers (jq, JavaScript,
+    most JSON libraries) reject; a metric with no value, such as ``RMSE_pcutoff`` when no part
+    passes the cutoff, is ``null`` instead. Only top-level values and values of nested mappings
+    and lists are looked at."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, Mapping):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(record), indent=indent, allow_nan=False)

@@ -4,6 +4,7 @@ apart from the epoch records."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -42,8 +43,9 @@ def test_the_log_has_a_header_and_informative_progress_lines(tmp_path, caplog):
     )
     progress = [x for x in lines if x.startswith("epoch 1 ") and "/6 loss" in x]
     assert len(progress) == 6  # log_every=1
+    took = r"(\d+s|\d+m\d\ds|\d+h\d\dm)"  # _duration's forms: a loaded machine reaches minutes
     assert re.fullmatch(
-        r"epoch 1 1/6 loss [\d.]+ lr 0\.05 [\d.]+s/step eta \d+s \(run \d+s\)", progress[0]
+        rf"epoch 1 1/6 loss [\d.]+ lr 0\.05 [\d.]+s/step eta {took} \(run {took}\)", progress[0]
     )
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -59,3 +61,25 @@ def test_durations_and_default_workers():
     assert [_duration(s) for s in (4.4, 65, 7325)] == ["4s", "1m05s", "2h02m"]
     assert 1 <= default_workers() <= 4
     assert default_workers(most=1) == 1
+
+
+def _reject(token: str) -> None:
+    raise ValueError(f"non-standard JSON token {token}")
+
+
+def test_metrics_jsonl_is_strict_json_with_null_for_a_metric_without_value(tmp_path):
+    """A DeepLabCut project's RMSE_pcutoff is NaN when no part passes the cutoff; Python's json
+    would write the bare token NaN, which jq and JavaScript reject. The record holds null instead,
+    and the table cell reads it as missing."""
+    from posematch.engine.logging import RunLogger
+    from posematch.evaluation.report import MISSING, dlc_row
+
+    logger = RunLogger(tmp_path / "run")
+    nested = {"per_part": [1.5, float("inf")]}
+    logger.epoch({"epoch": 1, "val/RMSE": 3.31, "val/RMSE_pcutoff": float("nan"), **nested})
+    line = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0]
+    record = json.loads(line, parse_constant=_reject)  # raised on the old NaN token
+    assert record == {"epoch": 1, "val/RMSE": 3.31, "val/RMSE_pcutoff": None,
+                      "per_part": [1.5, None]}  # fmt: skip
+    metrics = {k.removeprefix("val/"): v for k, v in record.items() if k.startswith("val/")}
+    assert dlc_row(metrics)[1][:2] == ["3.3", MISSING]
