@@ -86,3 +86,17 @@ def test_report_gives_mean_and_sample_sd_over_seeds_on_test(tmp_path):
     # mean 82.0, sample sd of (80, 84) = 2.83
     assert "| 82.0 ± 2.8 | s0: 80.0, s1: 84.0 |" in row
     assert "| 84.0 ± 2.8 |" in row  # oracle scores
+
+
+def test_every_stage_gives_each_hydra_key_once(tmp_path):
+    """Hydra keeps the last of two values for one key without a word; the long stages gave
+    ``schedule.gamma`` twice (from the budget and from the setting), so a change to one of them
+    would have been silently overridden."""
+    study = load_script("study")
+    for stage in ("final", "long", "long30", "pretrained"):
+        for name in ("mse", "match_in"):
+            for _, _, cmd in study.final_runs(name, _args(tmp_path), stage):
+                keys = [a.split("=", 1)[0] for a in cmd[1:]]
+                assert len(keys) == len(set(keys)), (stage, name, cmd)
+                if stage.startswith("long"):
+                    assert "schedule.gamma=0.1" in cmd  # the x0.1 drop
