@@ -559,7 +559,8 @@ def column(rows: list[dict], key: str, dataset: str) -> str:
     """One table cell over the rows; a project's OKS-AP (a fraction in metrics.jsonl) in percent,
     as the synthetic rows' AP (diagnosis.json, scaled in ``collect``)."""
     scale = 100.0 if key == "AP" and not synthetic(dataset) else 1.0
-    return mean_sd([scale * float(r[key]) for r in rows if key in r])
+    # None: a value the trainer wrote as null (non-finite), left out as a missing key is
+    return mean_sd([scale * float(r[key]) for r in rows if r.get(key) is not None])
 
 
 def table_row(arm: str, lr: str, rows: list[dict], keys: list[str], dataset: str) -> str:

@@ -77,6 +77,7 @@ def test_metrics_jsonl_is_strict_json_with_null_for_a_metric_without_value(tmp_p
     logger = RunLogger(tmp_path / "run")
     nested = {"per_part": [1.5, float("inf")]}
     logger.epoch({"epoch": 1, "val/RMSE": 3.31, "val/RMSE_pcutoff": float("nan"), **nested})
+    logger.close()
     line = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0]
     record = json.loads(line, parse_constant=_reject)  # raised on the old NaN token
     assert record == {"epoch": 1, "val/RMSE": 3.31, "val/RMSE_pcutoff": None,
