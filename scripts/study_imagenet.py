@@ -681,15 +681,20 @@ def main() -> None:
             flush=True,
         )
         sys.exit(1 if bad else 0)
+    # A failed run (a crash, a run folder another training holds) must fail the command, or a
+    # chain of calls moves on as if the stage had finished; the report is written first.
+    failed: list[str] = []
+
+    def ran(rcs: dict[Path, int]) -> None:
+        failed.extend(str(p) for p, rc in rcs.items() if rc != 0)
+
     if "search" in args.stages:
-        run_jobs(
-            [j for ds in args.datasets for arm in args.arms for j in search_jobs(args, ds, arm)],
-            args,
-        )
+        jobs = [j for ds in args.datasets for arm in args.arms for j in search_jobs(args, ds, arm)]
+        ran(run_jobs(jobs, args))
         print(f"[study] search done ({time.time() - start:.0f} s)", flush=True)
     if "final" in args.stages:
         jobs = [j for ds in args.datasets for arm in args.arms for j in final_jobs(args, ds, arm)]
-        run_jobs(jobs, args)
+        ran(run_jobs(jobs, args))
         for ds in args.datasets:
             if synthetic(ds):
                 dirs = [p for arm in args.arms for p in final_dirs(args, ds, arm)]
@@ -698,14 +703,21 @@ def main() -> None:
         print(f"[study] final done ({time.time() - start:.0f} s)", flush=True)
     if "finetune" in args.stages:
         # the bases first: a fine-tune starts only from a finished base model
-        run_jobs([j for ds in args.datasets for j in finetune_base_jobs(args, ds)], args)
-        run_jobs([j for ds in args.datasets for j in finetune_jobs(args, ds)], args)
+        ran(run_jobs([j for ds in args.datasets for j in finetune_base_jobs(args, ds)], args))
+        ran(run_jobs([j for ds in args.datasets for j in finetune_jobs(args, ds)], args))
         print(f"[study] finetune done ({time.time() - start:.0f} s)", flush=True)
     data = collect(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1))
     args.out.with_suffix(".md").write_text(report(data))
     print(report(data))
+    if failed:
+        print(
+            f"[study] {len(failed)} run(s) failed: {failed}; their logs are in {args.runs / 'logs'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

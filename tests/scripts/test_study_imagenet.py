@@ -320,3 +320,31 @@ def test_an_arm_that_sets_any_protocol_key_keeps_its_own_value(tmp_path, monkeyp
         o = _options(s.command("openfield", "probe", "1e-3", 0, 1, run, _args(tmp_path), **kwargs))
         assert (o["trainer.batch_size"], o["trainer.seed"]) == ("4", "7")
         assert o["optim.optimizer.lr"] == "1e-3" and o["data.fold"] == "1"
+
+
+def test_a_run_that_fails_fails_the_command_after_the_report(tmp_path):
+    """A base run whose folder another training holds (the real run lock, held by this live test
+    process) is refused by posematch-train; the driver used to exit 0 and a chain of calls moved
+    on as if the fold had trained."""
+    import os
+    import socket
+
+    runs = tmp_path / "runs"
+    base = runs / "openfield/final/mse/fold1"
+    base.mkdir(parents=True)
+    (base / ".posematch.lock").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+    )
+    sel = tmp_path / "earlier.json"
+    sel.write_text(json.dumps({"datasets": {"openfield": {"selected": {"mse": "1e-3"}}}}))
+    out = tmp_path / "study.json"
+    proc = _run_study("--datasets", "openfield", "--arms", "mse", "--ft-arms", "mse", "--stages",
+                      "finetune", "--folds", "1", "--selection", str(sel), "--device", "cpu",
+                      "--runs", str(runs), "--out", str(out))  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 run(s) failed" in proc.stderr and str(base) in proc.stderr
+    assert out.is_file()  # the report of what did finish is still written
+    assert (
+        "in use by another training"
+        in (runs / "logs" / "openfield_final_mse_fold1.log").read_text()
+    )
