@@ -661,6 +661,13 @@ def main() -> None:
     )
     args.runs = args.runs.resolve()
     start = time.time()
+    # A failed run (a crash, a run folder another training holds) must fail the command, or a
+    # chain of calls moves on as if the stage had finished; the report is written first.
+    failed: list[str] = []
+
+    def ran(rcs: dict[Path, int]) -> None:
+        failed.extend(str(p) for p, rc in rcs.items() if rc != 0)
+
     if args.smoke:
         jobs = [
             (
@@ -673,21 +680,13 @@ def main() -> None:
             for ds in args.datasets
             for arm in args.arms
         ]
-        rcs = run_jobs(jobs, args)
-        bad = [str(p) for p, rc in rcs.items() if rc != 0]
+        ran(run_jobs(jobs, args))
         print(
-            f"[study] smoke: {len(jobs) - len(bad)} of {len(jobs)} ran "
-            f"({time.time() - start:.0f} s); failed: {bad}",
+            f"[study] smoke: {len(jobs) - len(failed)} of {len(jobs)} ran "
+            f"({time.time() - start:.0f} s); failed: {failed}",
             flush=True,
         )
-        sys.exit(1 if bad else 0)
-    # A failed run (a crash, a run folder another training holds) must fail the command, or a
-    # chain of calls moves on as if the stage had finished; the report is written first.
-    failed: list[str] = []
-
-    def ran(rcs: dict[Path, int]) -> None:
-        failed.extend(str(p) for p, rc in rcs.items() if rc != 0)
-
+        sys.exit(1 if failed else 0)
     if "search" in args.stages:
         jobs = [j for ds in args.datasets for arm in args.arms for j in search_jobs(args, ds, arm)]
         ran(run_jobs(jobs, args))

@@ -10,7 +10,8 @@ gives. Predictions and labels are original-image pixels (nothing added or subtra
 - ``RMSE_pcutoff``: the same mean over the parts whose predicted score is ``>= pcutoff``
   (config.yaml's ``pcutoff``, default 0.6), as DeepLabCut's ``RMSEpcutoff``; NaN when no part
   passes (``null`` in ``metrics.jsonl`` and ``metrics.json``, which are strict JSON). Our score
-  is the codec's decoded heatmap maximum, not DeepLabCut's sigmoid "likelihood": the scales differ, so one ``pcutoff`` keeps a different share of parts in each.
+  is the codec's decoded heatmap maximum, not DeepLabCut's sigmoid "likelihood": the scales
+  differ, so one ``pcutoff`` keeps a different share of parts in each.
 - ``PCK`` (and ``PCK@<thr>``, ``PCK@0.05``): percent of labelled parts whose distance is
   ``< thr x`` the longest side of the tight box around that frame's labelled points (mmpose's
   PCK with ``norm_item='bbox'``: strict ``<``, the box's longest side; mmpose 0.x's top-down

@@ -75,8 +75,7 @@ def strict_json(record: Mapping[str, Any], indent: int | None = None) -> str:
 
     Python's ``json`` writes NaN as the bare token ``NaN``, which strict readers (jq, JavaScript,
     most JSON libraries) reject; a metric with no value, such as ``RMSE_pcutoff`` when no part
-    passes the cutoff, is ``null`` instead. Only top-level values and values of nested mappings
-    and lists are looked at."""
+    passes the cutoff, is ``null`` instead, at any depth of nested mappings and lists."""
 
     def finite(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
