@@ -326,21 +326,18 @@ def test_a_run_that_fails_fails_the_command_after_the_report(tmp_path):
     """A base run whose folder another training holds (the real run lock, held by this live test
     process) is refused by posematch-train; the driver used to exit 0 and a chain of calls moved
     on as if the fold had trained."""
-    import os
-    import socket
+    from posematch.cli.run_lock import run_folder_lock
 
     runs = tmp_path / "runs"
     base = runs / "openfield/final/mse/fold1"
     base.mkdir(parents=True)
-    (base / ".posematch.lock").write_text(
-        json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
-    )
     sel = tmp_path / "earlier.json"
     sel.write_text(json.dumps({"datasets": {"openfield": {"selected": {"mse": "1e-3"}}}}))
     out = tmp_path / "study.json"
-    proc = _run_study("--datasets", "openfield", "--arms", "mse", "--ft-arms", "mse", "--stages",
-                      "finetune", "--folds", "1", "--selection", str(sel), "--device", "cpu",
-                      "--runs", str(runs), "--out", str(out))  # fmt: skip
+    with run_folder_lock(base):  # the lock a training takes, held by this live process
+        proc = _run_study("--datasets", "openfield", "--arms", "mse", "--ft-arms", "mse",
+                          "--stages", "finetune", "--folds", "1", "--selection", str(sel),
+                          "--device", "cpu", "--runs", str(runs), "--out", str(out))  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 run(s) failed" in proc.stderr and str(base) in proc.stderr
     assert out.is_file()  # the report of what did finish is still written
